@@ -1,0 +1,183 @@
+"""Validate every canonical sample: reject, repair or fail per params, and report every decision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from segpipe.config import CleanParams
+from segpipe.data.canonical import SEMANTIC_DIR, Categories
+from segpipe.data.imageio import DecodeError, load_image, load_label, save_label
+from segpipe.errors import SegpipeError
+from segpipe.parallel import parallel_map
+
+FIXES = {
+    "missing_image": "add the image with the same file stem, or remove the mask",
+    "missing_mask": "add a mask with the same file stem, or remove the image",
+    "corrupt_image": "re-export the image (it is truncated or not an image) or remove it",
+    "corrupt_mask": "re-export the mask as a single-channel PNG or remove the sample",
+    "size_mismatch": "re-export the mask at the image size, or set clean.on_size_mismatch: resize_mask",
+    "label_out_of_range": "add the values to the class list or ingest.mask_folder.label_map, "
+    "or set clean.on_label_out_of_range: to_ignore",
+    "all_ignore": "label the image or remove it; set clean.on_all_ignore: keep to train on it anyway",
+    "duplicate": "remove the copy; set clean.on_duplicate: keep to keep both",
+    "converted": "none needed: the image was converted on read",
+    "exif_oriented": "none needed: EXIF orientation is applied on read and the mask matches the oriented image",
+}
+POLICY = {
+    "missing_image": "on_unpaired", "missing_mask": "on_unpaired", "corrupt_image": "on_corrupt",
+    "corrupt_mask": "on_corrupt", "size_mismatch": "on_size_mismatch", "label_out_of_range": "on_label_out_of_range",
+    "all_ignore": "on_all_ignore", "duplicate": "on_duplicate",
+}
+REJECT_COLUMNS = ["sample_id", "reason", "action", "detail", "file", "fix"]
+
+
+@dataclass
+class Verdict:
+    """What clean decided about one sample: a defect (or none), repairs made, pixel counts per class."""
+
+    sample_id: str
+    defect: str = ""
+    detail: str = ""
+    file: str = ""
+    repairs: list[tuple[str, str]] = field(default_factory=list)
+    semantic: str = ""
+    class_pixels: list[int] = field(default_factory=list)
+
+    def reject(self, defect: str, detail: str, file: str) -> Verdict:
+        self.defect, self.detail, self.file = defect, detail, file
+        return self
+
+
+def _ingest_issue(row: dict) -> tuple[str, str]:
+    reason, _, detail = row["issue"].partition(": ")
+    return reason, detail
+
+
+def _check(row: dict, categories: Categories, policy: CleanParams, repaired_dir: Path) -> Verdict:
+    verdict = Verdict(row["sample_id"], semantic=row["semantic"])
+    if row["issue"]:
+        reason, detail = _ingest_issue(row)
+        if reason != "label_out_of_range" or policy.on_label_out_of_range != "to_ignore":
+            return verdict.reject(reason, detail, row["semantic"] or row["image"] or row["source"])
+        verdict.repairs.append(("label_out_of_range", detail))
+    try:
+        decoded = load_image(row["image"])
+    except DecodeError as exc:
+        return verdict.reject("corrupt_image", str(exc), row["image"])
+    for note in decoded.repairs:
+        verdict.repairs.append(("exif_oriented" if "EXIF" in note else "converted", note))
+    try:
+        labels = load_label(row["semantic"]).astype(np.int64)
+    except DecodeError as exc:
+        return verdict.reject("corrupt_mask", str(exc), row["semantic"])
+    height, width = decoded.pixels.shape[:2]
+    if row["instance"]:
+        try:
+            instance_shape = load_label(row["instance"]).shape
+        except DecodeError as exc:
+            return verdict.reject("corrupt_mask", str(exc), row["instance"])
+        if instance_shape != (height, width):
+            detail = f"instance mask is {instance_shape[1]}x{instance_shape[0]}, image is {width}x{height}"
+            return verdict.reject("size_mismatch", detail, row["instance"])
+    changed = False
+    if labels.shape != (height, width):
+        detail = f"mask is {labels.shape[1]}x{labels.shape[0]}, image is {width}x{height} (width x height)"
+        if any("EXIF" in n for n in decoded.repairs) and labels.shape == (width, height):
+            detail += "; the mask matches the image before EXIF rotation: re-export it on the oriented image"
+        if policy.on_size_mismatch != "resize_mask":
+            return verdict.reject("size_mismatch", detail, row["semantic"])
+        labels = np.asarray(Image.fromarray(labels.astype(np.int32)).resize((width, height), Image.NEAREST))
+        verdict.repairs.append(("size_mismatch", detail + "; mask resized with nearest"))
+        changed = True
+    valid = np.isin(labels, categories.ids + [categories.ignore_index])
+    if not valid.all():
+        bad = sorted(int(v) for v in np.unique(labels[~valid]))
+        allowed = f"classes 0..{categories.num_classes - 1} or ignore {categories.ignore_index}"
+        detail = f"label values {bad[:10]} are not {allowed}"
+        if policy.on_label_out_of_range != "to_ignore":
+            return verdict.reject("label_out_of_range", detail, row["semantic"])
+        labels[~valid] = categories.ignore_index
+        verdict.repairs.append(("label_out_of_range", detail + "; set to ignore"))
+        changed = True
+    if (labels == categories.ignore_index).all() and policy.on_all_ignore != "keep":
+        return verdict.reject("all_ignore", "every pixel is ignore", row["semantic"])
+    if changed:
+        verdict.semantic = str(repaired_dir / f"{row['sample_id']}.png")
+        save_label(labels, verdict.semantic)
+    counts = np.bincount(labels[labels != categories.ignore_index].ravel(), minlength=categories.num_classes)
+    verdict.class_pixels = counts[: categories.num_classes].tolist()
+    return verdict
+
+
+def _mark_duplicates(manifest: pd.DataFrame, verdicts: list[Verdict]) -> None:
+    first_by_hash: dict[str, str] = {}
+    for row, verdict in zip(manifest.itertuples(), verdicts, strict=True):
+        if verdict.defect or not row.sha256:
+            continue
+        if row.sha256 in first_by_hash:
+            verdict.defect, verdict.file = "duplicate", row.image
+            verdict.detail = f"same bytes as sample {first_by_hash[row.sha256]}"
+        else:
+            first_by_hash[row.sha256] = row.sample_id
+
+
+def _raise_on_fail(verdicts: list[Verdict], policy: CleanParams) -> None:
+    for verdict in verdicts:
+        if verdict.defect and getattr(policy, POLICY[verdict.defect]) == "fail":
+            raise SegpipeError(
+                f"{verdict.file}: {verdict.defect} ({verdict.detail}); fix: {FIXES[verdict.defect]} "
+                f"(or set clean.{POLICY[verdict.defect]}: drop)"
+            )
+
+
+@dataclass
+class CleanResult:
+    manifest: pd.DataFrame
+    rejects: pd.DataFrame
+    summary: dict
+
+
+def clean(manifest: pd.DataFrame, categories: Categories, policy: CleanParams, out_dir: Path,
+          workers: int = 0) -> CleanResult:
+    """Check every sample of ``manifest``; repaired masks are written under ``out_dir/semantic``."""
+    if manifest.empty:
+        raise SegpipeError("the ingested dataset is empty; check ingest.source and the folder names in params.yaml")
+    repaired_dir = out_dir / SEMANTIC_DIR
+    repaired_dir.mkdir(parents=True, exist_ok=True)
+    check = partial(_check, categories=categories, policy=policy, repaired_dir=repaired_dir)
+    verdicts = parallel_map(check, manifest.to_dict("records"), workers=workers, desc="clean")
+    if policy.on_duplicate != "keep":
+        _mark_duplicates(manifest, verdicts)
+    _raise_on_fail(verdicts, policy)
+
+    rows = []
+    for verdict in verdicts:
+        for reason, detail in verdict.repairs:
+            rows.append([verdict.sample_id, reason, "repaired", detail, verdict.semantic, FIXES[reason]])
+        if verdict.defect:
+            fix = FIXES[verdict.defect]
+            rows.append([verdict.sample_id, verdict.defect, "dropped", verdict.detail, verdict.file, fix])
+    rejects = pd.DataFrame(rows, columns=REJECT_COLUMNS)
+    keep = [not v.defect for v in verdicts]
+    kept = manifest[keep].copy()
+    if kept.empty:
+        raise SegpipeError(
+            f"no valid sample left after cleaning ({len(manifest)} checked); see reports/clean_rejects.csv for why"
+        )
+    kept["semantic"] = [v.semantic for v in verdicts if not v.defect]
+    kept["class_pixels"] = [v.class_pixels for v in verdicts if not v.defect]
+    kept = kept.drop(columns=["issue"]).reset_index(drop=True)
+    dropped = rejects[rejects.action == "dropped"]
+    summary = {
+        "checked": len(manifest), "kept": len(kept), "dropped": len(dropped),
+        "repaired": int(rejects[rejects.action == "repaired"].sample_id.nunique()),
+        "dropped_by_reason": dropped.reason.value_counts().sort_index().to_dict(),
+        "repaired_by_reason": rejects[rejects.action == "repaired"].reason.value_counts().sort_index().to_dict(),
+    }
+    return CleanResult(kept, rejects, summary)

@@ -1,0 +1,83 @@
+"""Torch datasets that yield sample dicts of tv_tensors (image, semantic mask, instance masks and boxes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.ops import masks_to_boxes
+
+from segpipe.data.cache import IMAGE_FILE, INSTANCE_FILE, SAMPLES_FILE, SEMANTIC_FILE, resize_image, resize_labels
+from segpipe.data.imageio import load_image, load_label
+from segpipe.transforms import SemanticMask
+
+Transform = Callable[[dict], dict]
+
+
+def make_sample(image: np.ndarray, semantic: np.ndarray, instance: np.ndarray | None) -> dict:
+    """Wrap HxWx3 / HxW arrays as tv_tensors; instances become binary masks, boxes and class labels."""
+    sample = {
+        "image": tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)),
+        "semantic": SemanticMask(torch.from_numpy(semantic.astype(np.int64))),
+    }
+    if instance is not None:
+        ids = np.unique(instance)
+        ids = ids[ids > 0]
+        masks = torch.from_numpy(instance[None] == ids[:, None, None]) if len(ids) else torch.zeros(
+            (0, *instance.shape), dtype=torch.bool)
+        labels = [int(np.bincount(semantic[instance == i].astype(np.int64)).argmax()) for i in ids]
+        sample["masks"] = tv_tensors.Mask(masks.to(torch.uint8))
+        sample["boxes"] = tv_tensors.BoundingBoxes(
+            masks_to_boxes(masks) if len(ids) else torch.zeros((0, 4)), format="XYXY", canvas_size=instance.shape)
+        sample["labels"] = torch.tensor(labels, dtype=torch.int64)
+    return sample
+
+
+class CachedSegmentation(Dataset):
+    """Reads one split of the training-ready cache by memory map; no image decoding at load time."""
+
+    def __init__(self, split_dir: str | Path, transform: Transform | None = None, instances: bool = False) -> None:
+        self.split_dir = Path(split_dir)
+        self.transform = transform
+        self.instances = instances and (self.split_dir / INSTANCE_FILE).exists()
+        self.sample_ids = pd.read_parquet(self.split_dir / SAMPLES_FILE).sample_id.tolist()
+        self._arrays: tuple[np.ndarray, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+    def _open(self) -> tuple[np.ndarray, ...]:
+        if self._arrays is None:  # opened lazily so that every DataLoader worker maps the files itself
+            files = [IMAGE_FILE, SEMANTIC_FILE] + ([INSTANCE_FILE] if self.instances else [])
+            self._arrays = tuple(np.load(self.split_dir / f, mmap_mode="r") for f in files)
+        return self._arrays
+
+    def __getitem__(self, index: int) -> dict:
+        arrays = self._open()
+        instance = np.array(arrays[2][index]) if self.instances else None
+        sample = make_sample(np.array(arrays[0][index]), np.array(arrays[1][index]), instance)
+        return self.transform(sample) if self.transform else sample
+
+
+class DecodingSegmentation(Dataset):
+    """The same samples decoded from the image files on every access (the baseline the cache is measured against)."""
+
+    def __init__(self, manifest: pd.DataFrame, size: tuple[int, int], transform: Transform | None = None) -> None:
+        self.rows = manifest.to_dict("records")
+        self.size = size
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.rows[index]
+        pixels = resize_image(load_image(row["image"]).pixels, self.size)
+        semantic = resize_labels(load_label(row["semantic"]), self.size)
+        sample = make_sample(pixels, semantic, None)
+        return self.transform(sample) if self.transform else sample

@@ -1,0 +1,110 @@
+"""Decoding images and label masks the same way everywhere (EXIF orientation, mode conversion)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from segpipe.errors import SegpipeError
+
+EXIF_ORIENTATION = 0x0112
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+class DecodeError(SegpipeError):
+    """An image or mask file cannot be decoded (missing, corrupt, truncated, unknown format)."""
+
+
+@dataclass
+class DecodedImage:
+    """An RGB image as an HxWx3 uint8 array plus what was done to get there."""
+
+    pixels: np.ndarray
+    repairs: list[str] = field(default_factory=list)
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _open_fully(path: str | Path) -> Image.Image:
+    try:
+        img = Image.open(path)
+        img.load()
+        return img
+    except FileNotFoundError:
+        raise DecodeError(f"{path}: file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DecodeError(f"{path}: cannot be decoded ({exc})") from None
+
+
+def oriented_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image after its EXIF orientation is applied, reading only the header."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DecodeError(f"{path}: cannot be read ({exc})") from None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def _to_rgb(img: Image.Image, repairs: list[str]) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    repairs.append(f"converted {img.mode} to RGB")
+    if img.mode in _SIXTEEN_BIT_MODES:
+        wide = np.asarray(img, dtype=np.int64)
+        eight = np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(eight, mode="L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        background = Image.new("RGB", img.size, (0, 0, 0))
+        rgba = img.convert("RGBA")
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def load_image(path: str | Path) -> DecodedImage:
+    """Decode an image as RGB uint8 with EXIF orientation applied; list any conversion in ``repairs``."""
+    img = _open_fully(path)
+    repairs: list[str] = []
+    orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+    if orientation not in (1, None):
+        img = ImageOps.exif_transpose(img)
+        repairs.append(f"applied EXIF orientation {orientation}")
+    img = _to_rgb(img, repairs)
+    return DecodedImage(np.asarray(img, dtype=np.uint8).copy(), repairs)
+
+
+def load_label(path: str | Path) -> np.ndarray:
+    """Decode a single-channel label PNG (8 or 16 bit, or palette indices) as an integer HxW array."""
+    img = _open_fully(path)
+    if img.mode in ("L", "P", "1"):
+        return np.asarray(img, dtype=np.uint8).copy()
+    if img.mode in _SIXTEEN_BIT_MODES:
+        return np.asarray(img, dtype=np.int64).astype(np.int32)
+    raise DecodeError(f"{path}: label mask has mode {img.mode}; expected a single-channel (L, P or 16-bit) PNG")
+
+
+def load_color_label(path: str | Path) -> np.ndarray:
+    """Decode a colour-coded mask as HxWx3 uint8 (alpha dropped)."""
+    img = _open_fully(path)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def save_label(array: np.ndarray, path: str | Path) -> None:
+    """Write a label array as an 8-bit PNG, or 16-bit when values exceed 255."""
+    if array.size and int(array.max()) > 255:
+        Image.fromarray(array.astype(np.uint16)).save(path, format="PNG")
+    else:
+        Image.fromarray(array.astype(np.uint8), mode="L").save(path, format="PNG")

@@ -1,0 +1,50 @@
+"""Bring a source dataset into the canonical layout (see DESIGN.md), in parallel, atomically."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+
+from segpipe.config import Params
+from segpipe.data import mask_folder, synthetic
+from segpipe.data.canonical import (
+    CATEGORIES_FILE,
+    IMAGES_DIR,
+    INSTANCE_DIR,
+    MANIFEST_COLUMNS,
+    MANIFEST_FILE,
+    SEMANTIC_DIR,
+    read_manifest,
+    write_manifest,
+)
+from segpipe.data.sources import local_source
+from segpipe.fsutil import atomic_dir
+from segpipe.parallel import parallel_map
+
+
+def _materialize(sample, out_dir: Path) -> dict:
+    return sample.materialize(out_dir)
+
+
+def _write(categories, samples, out_dir: Path, workers: int) -> pd.DataFrame:
+    with atomic_dir(out_dir) as tmp:
+        for sub in (IMAGES_DIR, SEMANTIC_DIR, INSTANCE_DIR):
+            (tmp / sub).mkdir()
+        rows = parallel_map(partial(_materialize, out_dir=tmp), samples, workers=workers, desc="ingest")
+        categories.save(tmp / CATEGORIES_FILE)
+        write_manifest(pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)), tmp / MANIFEST_FILE)
+    return read_manifest(out_dir / MANIFEST_FILE)
+
+
+def ingest(params: Params, out_dir: str | Path) -> pd.DataFrame:
+    """Write the canonical dataset for ``params.ingest`` into ``out_dir``; return its manifest."""
+    out_dir = Path(out_dir)
+    cfg = params.ingest
+    if cfg.format == "synthetic":
+        categories, samples = synthetic.plan(cfg.synthetic, params.base.seed)
+        return _write(categories, samples, out_dir, params.base.workers)
+    with local_source(cfg.source, cfg.sha256, cfg.download) as root:
+        categories, samples = mask_folder.plan(root, cfg.mask_folder)
+        return _write(categories, samples, out_dir, params.base.workers)

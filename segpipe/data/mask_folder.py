@@ -1,0 +1,127 @@
+"""Reader for a folder of images plus single-channel (or colour-coded) label masks matched by file stem."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from segpipe.config import MaskFolderParams
+from segpipe.data.canonical import IMAGES_DIR, SEMANTIC_DIR, Categories, Category
+from segpipe.data.imageio import DecodeError, load_color_label, load_label, oriented_size, save_label, sha256_file
+from segpipe.errors import SegpipeError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+MASK_SUFFIXES = {".png", ".bmp", ".tif", ".tiff"}
+
+
+def categories_from(params: MaskFolderParams) -> Categories:
+    """The canonical class list: classes numbered 0..n-1 in the order params give them."""
+    items = tuple(Category(i, c.name, c.color, c.isthing) for i, c in enumerate(params.classes))
+    return Categories(items, Categories.ignore_for(len(items)))
+
+
+def label_lookup(params: MaskFolderParams, ignore: int) -> dict[int, int]:
+    """Source label value -> canonical value, for every value that changes (ignore included)."""
+    lookup: dict[int, int] = {params.ignore_index: ignore}
+    for source, target in params.label_map.items():
+        lookup[int(source)] = ignore if target == "ignore" else int(target)
+    return lookup
+
+
+@dataclass(frozen=True)
+class MaskFolderSample:
+    """One (image, mask) pair to bring into the canonical layout; either side may be missing."""
+
+    sample_id: str
+    image: Path | None
+    mask: Path | None
+    source_split: str
+    encoding: str
+    lookup: tuple[tuple[int, int], ...]
+    colors: tuple[tuple[int, int, int], ...]
+    ignore: int
+
+    def materialize(self, out_dir: Path) -> dict:
+        row = {
+            "sample_id": self.sample_id, "image": "", "semantic": "", "instance": "", "width": 0, "height": 0,
+            "sha256": "", "source_split": self.source_split, "issue": "",
+            "source": str(self.image or self.mask),
+        }
+        if self.image is None:
+            row["issue"] = f"missing_image: mask {self.mask} has no image with the same stem"
+            return row
+        target = out_dir / IMAGES_DIR / f"{self.sample_id}{self.image.suffix.lower()}"
+        shutil.copyfile(self.image, target)
+        row["image"], row["sha256"] = str(target), sha256_file(target)
+        try:
+            row["width"], row["height"] = oriented_size(target)
+        except DecodeError:
+            pass  # clean decodes every image fully and reports it
+        if self.mask is None:
+            row["issue"] = f"missing_mask: image {self.image} has no mask with the same stem"
+            return row
+        try:
+            labels, unknown = self._labels()
+        except DecodeError as exc:
+            row["issue"] = f"corrupt_mask: {exc}"
+            return row
+        semantic = out_dir / SEMANTIC_DIR / f"{self.sample_id}.png"
+        save_label(labels, semantic)
+        row["semantic"] = str(semantic)
+        if unknown:
+            row["issue"] = f"label_out_of_range: colours {unknown} in {self.mask} are not class colours (set to ignore)"
+        return row
+
+    def _labels(self) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+        if self.encoding == "color":
+            rgb = load_color_label(self.mask).astype(np.int64)
+            packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+            labels = np.full(packed.shape, self.ignore, dtype=np.int64)
+            known = np.zeros(packed.shape, dtype=bool)
+            for class_id, (r, g, b) in enumerate(self.colors):
+                hit = packed == ((r << 16) | (g << 8) | b)
+                labels[hit], known[hit] = class_id, True
+            unknown = sorted({(int(v >> 16), int((v >> 8) & 255), int(v & 255)) for v in np.unique(packed[~known])})
+            return labels, unknown[:5]
+        raw = load_label(self.mask).astype(np.int64)
+        labels = raw.copy()
+        for source, target in self.lookup:
+            labels[raw == source] = target
+        return labels, []
+
+
+def _files(folder: Path, suffixes: set[str], strip: str = "") -> dict[str, Path]:
+    if not folder.is_dir():
+        raise SegpipeError(f"{folder}: folder not found; check ingest.mask_folder (images/masks/splits)")
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in suffixes and not path.name.startswith("."):
+            stem = path.stem[: -len(strip)] if strip and path.stem.endswith(strip) else path.stem
+            found[stem] = path
+    return found
+
+
+def plan(root: Path, params: MaskFolderParams) -> tuple[Categories, list[MaskFolderSample]]:
+    """List every sample of a mask folder dataset (pairs, and unpaired files so clean can report them)."""
+    categories = categories_from(params)
+    lookup = tuple(sorted(label_lookup(params, categories.ignore_index).items()))
+    colors = tuple(tuple(c.color) for c in params.classes)
+    groups = {"": (params.images, params.masks)}
+    if params.splits:
+        groups = {name: (folders.images, folders.masks) for name, folders in params.splits.items()}
+    samples = []
+    for split, (image_dir, mask_dir) in groups.items():
+        images = _files(root / image_dir, IMAGE_SUFFIXES)
+        masks = _files(root / mask_dir, MASK_SUFFIXES, params.mask_suffix)
+        for stem in sorted(images.keys() | masks.keys()):
+            sample_id = f"{split}_{stem}" if split else stem
+            samples.append(
+                MaskFolderSample(sample_id, images.get(stem), masks.get(stem), split, params.mask_encoding,
+                                 lookup, colors, categories.ignore_index)
+            )
+    if not samples:
+        raise SegpipeError(f"{root}: no images or masks found; check ingest.mask_folder.images/masks/splits")
+    return categories, samples

@@ -1,0 +1,74 @@
+"""Train/val/test splits: a source's predefined split, or a seeded split that balances class pixel shares."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.cluster import KMeans
+from sklearn.model_selection import train_test_split
+
+from segpipe.config import SplitParams
+from segpipe.errors import SegpipeError
+
+SPLITS = ("train", "val", "test")
+
+
+def _has_predefined(manifest: pd.DataFrame) -> bool:
+    return bool(manifest.source_split.isin(SPLITS).all())
+
+
+def _strata(shares: np.ndarray, n_groups: int, seed: int) -> np.ndarray:
+    """Group samples with similar class mixtures, so each split can take its share of every group."""
+    n_groups = max(1, min(n_groups, len(shares) // 4))
+    if n_groups == 1:
+        return np.zeros(len(shares), dtype=int)
+    return KMeans(n_clusters=n_groups, n_init=4, random_state=seed).fit_predict(shares)
+
+
+def _stratified(ids: np.ndarray, strata: np.ndarray, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Take ``count`` of ``ids`` out, in proportion to the strata when every stratum can give one."""
+    counts = np.bincount(strata)
+    groups = np.count_nonzero(counts)
+    can_stratify = counts[counts > 0].min() >= 2 and groups <= count <= len(ids) - groups
+    return train_test_split(ids, test_size=count, random_state=seed, stratify=strata if can_stratify else None)
+
+
+def _ratio_split(manifest: pd.DataFrame, params: SplitParams, seed: int) -> dict[str, pd.DataFrame]:
+    n = len(manifest)
+    n_val, n_test = round(n * params.val), round(n * params.test)
+    if n - n_val - n_test < 1 or (params.val and not n_val) or (params.test and not n_test):
+        raise SegpipeError(f"only {n} samples: too few for split.val={params.val}, split.test={params.test}")
+    pixels = np.array(manifest.class_pixels.tolist(), dtype=np.float64)
+    shares = pixels / np.maximum(pixels.sum(axis=1, keepdims=True), 1)
+    strata = _strata(shares, n_groups=8, seed=seed)
+    ids = np.arange(n)
+    parts = {"train": ids, "val": ids[:0], "test": ids[:0]}
+    if n_val + n_test:
+        parts["train"], rest = _stratified(ids, strata, n_val + n_test, seed)
+        if n_val and n_test:
+            parts["val"], parts["test"] = _stratified(rest, strata[rest], n_test, seed)
+        else:
+            parts["val" if n_val else "test"] = rest
+    return {name: manifest.iloc[np.sort(idx)].reset_index(drop=True) for name, idx in parts.items()}
+
+
+def split(manifest: pd.DataFrame, params: SplitParams, seed: int) -> tuple[dict[str, pd.DataFrame], str]:
+    """Split the clean manifest; returns the parts and how they were made ('predefined' or 'ratio')."""
+    use_predefined = params.predefined == "use" or (params.predefined == "auto" and _has_predefined(manifest))
+    if use_predefined:
+        if not _has_predefined(manifest):
+            raise SegpipeError("split.predefined is 'use' but some samples have no train/val/test source split")
+        return {name: manifest[manifest.source_split == name].reset_index(drop=True) for name in SPLITS}, "predefined"
+    return _ratio_split(manifest, params, seed), "ratio"
+
+
+def class_shares(parts: dict[str, pd.DataFrame], names: list[str]) -> dict[str, dict[str, float]]:
+    """Per split, the share of labelled pixels that each class takes."""
+    shares = {}
+    for split_name, frame in parts.items():
+        totals = np.zeros(len(names))
+        if len(frame):
+            totals = np.array(frame.class_pixels.tolist(), dtype=np.float64).sum(axis=0)
+        total = max(totals.sum(), 1.0)
+        shares[split_name] = {name: round(float(v / total), 5) for name, v in zip(names, totals, strict=True)}
+    return shares

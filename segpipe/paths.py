@@ -1,0 +1,11 @@
+"""Where each stage reads and writes, relative to the project root (dvc.yaml lists the same paths)."""
+
+from pathlib import Path
+
+RAW = Path("data/raw")
+CLEAN = Path("data/clean")
+SPLIT = Path("data/split")
+CACHE = Path("data/cache")
+REPORTS = Path("reports")
+MODELS = Path("models")
+EXPORT = Path("export")

@@ -1,0 +1,36 @@
+"""Named params presets shipped with segpipe (segpipe/presets/*.yaml)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from segpipe.config import parse_params
+from segpipe.errors import SegpipeError
+from segpipe.fsutil import write_atomic
+
+
+def available() -> list[str]:
+    """Names of the shipped presets."""
+    folder = resources.files("segpipe") / "presets"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_text(name: str) -> str:
+    """The YAML text of preset ``name``, validated."""
+    if name not in available():
+        raise SegpipeError(f"unknown preset '{name}'; available: {', '.join(available())}")
+    text = (resources.files("segpipe") / "presets" / f"{name}.yaml").read_text()
+    parse_params(yaml.safe_load(text), f"preset {name}")
+    return text
+
+
+def apply(name: str, params_path: str | Path = "params.yaml") -> Path:
+    """Write preset ``name`` over ``params_path`` (keeping the old file as ``<name>.bak``)."""
+    text = preset_text(name)
+    params_path = Path(params_path)
+    if params_path.exists():
+        params_path.with_suffix(params_path.suffix + ".bak").write_text(params_path.read_text())
+    return write_atomic(params_path, lambda p: p.write_text(text))

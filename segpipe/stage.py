@@ -1,0 +1,35 @@
+"""What every stage's ``main()`` shares: load params, keep telemetry off, turn user errors into one line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from segpipe.config import Params, load_params
+from segpipe.errors import SegpipeError
+
+TELEMETRY_OFF = {
+    "DVC_NO_ANALYTICS": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+}
+
+
+def telemetry_off() -> None:
+    """Switch off DVC, MLflow and Prefect telemetry unless the user set these variables themselves."""
+    for key, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(key, value)
+
+
+def stage_main(name: str, run: Callable[[Params], Any], argv: list[str] | None = None) -> None:
+    """Run ``run(params)`` with params from ``params.yaml`` (or the path given); exit 1 with one line on error."""
+    telemetry_off()
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        run(load_params(args[0] if args else "params.yaml"))
+    except SegpipeError as exc:
+        print(f"segpipe {name}: error: {exc}", file=sys.stderr)
+        sys.exit(1)

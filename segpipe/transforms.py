@@ -1,0 +1,85 @@
+"""The augmentation policy: built from params as plain data, turned into ``torchvision.transforms.v2``.
+
+Samples are dicts of tv_tensors, so image, semantic mask, instance masks and boxes move together; label maps
+are resampled with nearest, and pixels that rotation exposes become ``ignore`` in the semantic mask.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from segpipe.config import AugmentParams
+
+
+class SemanticMask(tv_tensors.Mask):
+    """A class-index map: a Mask whose padding value is the ignore index rather than 0."""
+
+
+def policy_spec(params: AugmentParams) -> list[dict[str, Any]]:
+    """The training augmentation as a list of plain dicts (saved beside the cache, rebuilt by training)."""
+    spec: list[dict[str, Any]] = []
+    if params.crop_size:
+        spec.append({"op": "RandomResizedCrop", "size": list(params.crop_size), "scale": list(params.scale)})
+    if params.hflip:
+        spec.append({"op": "RandomHorizontalFlip", "p": params.hflip})
+    if params.vflip:
+        spec.append({"op": "RandomVerticalFlip", "p": params.vflip})
+    if params.rotation:
+        spec.append({"op": "RandomRotation", "degrees": params.rotation})
+    if params.color_jitter.p:
+        spec.append({"op": "ColorJitter", **params.color_jitter.model_dump()})
+    if params.blur_p:
+        spec.append({"op": "GaussianBlur", "p": params.blur_p, "sigma": list(params.blur_sigma)})
+    spec.append({"op": "ToFloat"})
+    if params.noise_std:
+        spec.append({"op": "GaussianNoise", "sigma": params.noise_std})
+    spec.append({"op": "Normalize", "mean": list(params.normalize.mean), "std": list(params.normalize.std)})
+    return spec
+
+
+def eval_spec(params: AugmentParams) -> list[dict[str, Any]]:
+    """The deterministic part only: to float and normalise."""
+    normalize = {"op": "Normalize", "mean": list(params.normalize.mean), "std": list(params.normalize.std)}
+    return [{"op": "ToFloat"}, normalize]
+
+
+def _build_one(step: dict[str, Any], ignore_index: int) -> v2.Transform:
+    op = step["op"]
+    args = {k: v for k, v in step.items() if k != "op"}
+    if op == "RandomResizedCrop":
+        return v2.RandomResizedCrop(args["size"], scale=tuple(args["scale"]), antialias=True)
+    if op == "RandomHorizontalFlip":
+        return v2.RandomHorizontalFlip(args["p"])
+    if op == "RandomVerticalFlip":
+        return v2.RandomVerticalFlip(args["p"])
+    if op == "RandomRotation":
+        fill = {tv_tensors.Image: 0, SemanticMask: ignore_index, tv_tensors.Mask: 0}
+        return v2.RandomRotation(args["degrees"], fill=fill)
+    if op == "ColorJitter":
+        p = args.pop("p")
+        return v2.RandomApply([v2.ColorJitter(**args)], p=p)
+    if op == "GaussianBlur":
+        return v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=tuple(args["sigma"]))], p=args["p"])
+    if op == "ToFloat":
+        return v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)
+    if op == "GaussianNoise":
+        return v2.GaussianNoise(sigma=args["sigma"], clip=True)
+    if op == "Normalize":
+        return v2.Normalize(args["mean"], args["std"])
+    raise ValueError(f"unknown augmentation op '{op}'")
+
+
+def _instance_fields(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    return sample["labels"], sample["masks"]
+
+
+def build(spec: list[dict[str, Any]], ignore_index: int, with_instances: bool = False) -> v2.Compose:
+    """Turn a policy spec into a v2.Compose over sample dicts; with instances, drop those cropped away."""
+    steps = [_build_one(dict(step), ignore_index) for step in spec]
+    if with_instances:
+        steps.append(v2.SanitizeBoundingBoxes(labels_getter=_instance_fields))
+    return v2.Compose(steps)

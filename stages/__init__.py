@@ -1,0 +1,1 @@
+"""The pipeline stages, one module each; ``python -m stages.<name>`` runs one (dvc.yaml does)."""

@@ -1,0 +1,58 @@
+"""Stage 4: write the training-ready cache, the augmentation policy as data, and a preview of it."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from segpipe.config import Params
+from segpipe.data.cache import build_split_cache, target_size
+from segpipe.data.canonical import CATEGORIES_FILE, Categories, read_manifest
+from segpipe.data.dataset import CachedSegmentation
+from segpipe.data.split import SPLITS
+from segpipe.fsutil import atomic_dir, write_json
+from segpipe.paths import CACHE, REPORTS, SPLIT
+from segpipe.stage import stage_main
+from segpipe.transforms import build, eval_spec, policy_spec
+from segpipe.viz import preview_grid
+
+POLICY_FILE = "augment_policy.json"
+
+
+def run(params: Params) -> dict:
+    """Build data/cache/<split>/ arrays, data/cache/augment_policy.json and reports/augment_preview.png."""
+    categories = Categories.load(SPLIT / CATEGORIES_FILE)
+    parts = {name: read_manifest(SPLIT / f"{name}.parquet") for name in SPLITS}
+    size = target_size(pd.concat(parts.values()), params.augment.cache_size, "all")
+    label_dtype = "uint8" if categories.ignore_index == 255 else "uint16"
+    with_instances = bool((parts["train"].instance != "").all()) and any(c.isthing for c in categories.items)
+    policy = {
+        "train": policy_spec(params.augment),
+        "eval": eval_spec(params.augment),
+        "size": list(size),
+        "ignore_index": categories.ignore_index,
+        "normalize": params.augment.normalize.model_dump(),
+    }
+    with atomic_dir(CACHE) as tmp:
+        for name, frame in parts.items():
+            build_split_cache(frame, tmp / name, size, label_dtype, params.base.workers, name)
+        categories.save(tmp / CATEGORIES_FILE)
+        write_json(tmp / POLICY_FILE, policy)
+    torch.manual_seed(params.base.seed)
+    train = CachedSegmentation(
+        CACHE / "train", build(policy["train"], categories.ignore_index, with_instances), with_instances)
+    count = min(params.augment.preview_samples, len(train))
+    picks = torch.randperm(len(train))[:count].tolist()
+    norm = params.augment.normalize
+    preview_grid([train[i] for i in picks], categories, norm.mean, norm.std, REPORTS / "augment_preview.png")
+    print(f"augment: cached {', '.join(f'{k} {len(v)}' for k, v in parts.items())} at {size[0]}x{size[1]} "
+          f"-> {CACHE}; preview in {REPORTS / 'augment_preview.png'}")
+    return policy
+
+
+def main() -> None:
+    stage_main("augment", run)
+
+
+if __name__ == "__main__":
+    main()

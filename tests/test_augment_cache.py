@@ -1,0 +1,67 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from segpipe.data.cache import target_size
+from segpipe.data.canonical import read_manifest
+from segpipe.data.dataset import CachedSegmentation, DecodingSegmentation
+from segpipe.data.imageio import load_image, load_label
+from segpipe.errors import SegpipeError
+from segpipe.paths import CACHE, REPORTS, SPLIT
+from segpipe.transforms import build
+from stages import augment, clean, ingest, split
+from tests.conftest import tiny_params
+
+
+def run_data_stages(params) -> dict:
+    for stage in (ingest, clean, split):
+        stage.run(params)
+    return augment.run(params)
+
+
+def test_cache_holds_the_decoded_samples_and_loads_with_workers(workdir):
+    params = tiny_params()
+    policy = run_data_stages(params)
+    assert (REPORTS / "augment_preview.png").stat().st_size > 1000
+    saved = json.loads((CACHE / "augment_policy.json").read_text())
+    assert saved == json.loads(json.dumps(policy))
+    train = read_manifest(SPLIT / "train.parquet")
+    cached = CachedSegmentation(CACHE / "train", instances=True)
+    assert cached.sample_ids == train.sample_id.tolist()
+    for i in (0, len(train) - 1):
+        sample = cached[i]
+        assert np.array_equal(sample["image"].permute(1, 2, 0).numpy(), load_image(train.image[i]).pixels)
+        assert np.array_equal(sample["semantic"].numpy(), load_label(train.semantic[i]))
+        assert len(sample["masks"]) == len(np.unique(load_label(train.instance[i]))) - 1
+    dataset = CachedSegmentation(CACHE / "train", build(saved["train"], 255), instances=False)
+    loader = DataLoader(dataset, batch_size=4, num_workers=2)
+    batch = next(iter(loader))
+    assert batch["image"].shape == (4, 3, 48, 48) and batch["image"].dtype == torch.float32
+    assert batch["semantic"].shape == (4, 48, 48)
+
+
+def test_decoding_dataset_matches_cache(workdir):
+    params = tiny_params()
+    policy = run_data_stages(params)
+    frame = read_manifest(SPLIT / "val.parquet")
+    decoding = DecodingSegmentation(frame, tuple(policy["size"]))
+    cached = CachedSegmentation(CACHE / "val")
+    assert len(decoding) == len(cached)
+    assert torch.equal(decoding[0]["image"], cached[0]["image"])
+    assert torch.equal(decoding[0]["semantic"], cached[0]["semantic"])
+
+
+def test_cache_size_resizes_and_mixed_sizes_need_it(workdir):
+    params = tiny_params(augment={"cache_size": [32, 40], "crop_size": None, "preview_samples": 2})
+    run_data_stages(params)
+    images = np.load(CACHE / "test" / "image.npy", mmap_mode="r")
+    semantic = np.load(CACHE / "test" / "semantic.npy", mmap_mode="r")
+    assert images.shape[1:] == (32, 40, 3) and semantic.shape[1:] == (32, 40)
+    assert set(np.unique(semantic)) <= set(range(6))
+    frame = read_manifest(SPLIT / "train.parquet")
+    frame.loc[0, "width"] = 99
+    with pytest.raises(SegpipeError, match="set augment.cache_size"):
+        target_size(frame, None, "train")

@@ -1,0 +1,176 @@
+"""Every defect class clean knows, planted in one tiny mask-folder dataset."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from segpipe.config import parse_params
+from segpipe.data.canonical import CATEGORIES_FILE, MANIFEST_FILE, Categories, read_manifest
+from segpipe.data.clean import clean
+from segpipe.data.imageio import load_image, load_label
+from segpipe.data.ingest import ingest
+from segpipe.errors import SegpipeError
+from tests.conftest import REPO, mask_folder_params, save_pair, scene, write_params
+
+EXPECTED_DROPS = {
+    "bad_bytes": "corrupt_image",
+    "truncated_image": "corrupt_image",
+    "truncated_mask": "corrupt_mask",
+    "no_mask": "missing_mask",
+    "no_image": "missing_image",
+    "wrong_size": "size_mismatch",
+    "out_of_range": "label_out_of_range",
+    "all_ignore": "all_ignore",
+    "zz_duplicate": "duplicate",
+}
+EXPECTED_REPAIRS = {"gray": "converted", "rgba": "converted", "palette": "converted", "sixteen": "converted",
+                    "exif": "exif_oriented"}
+
+
+def plant_defects(src: Path) -> None:
+    """Good samples plus one sample per defect class (names in EXPECTED_DROPS / EXPECTED_REPAIRS)."""
+    for i in range(3):
+        save_pair(src, f"good{i}", *scene(seed=i))
+    image, mask = scene(seed=10)
+    save_pair(src, "bad_bytes", image, mask)
+    (src / "images/bad_bytes.png").write_bytes(b"this is not a png")
+    save_pair(src, "truncated_image", *scene(seed=11))
+    data = (src / "images/truncated_image.png").read_bytes()
+    (src / "images/truncated_image.png").write_bytes(data[: len(data) // 2])
+    save_pair(src, "truncated_mask", *scene(seed=12))
+    data = (src / "masks/truncated_mask.png").read_bytes()
+    (src / "masks/truncated_mask.png").write_bytes(data[: len(data) // 2])
+    save_pair(src, "no_mask", *scene(seed=13))
+    (src / "masks/no_mask.png").unlink()
+    save_pair(src, "no_image", *scene(seed=14))
+    (src / "images/no_image.png").unlink()
+    image, mask = scene(seed=15)
+    save_pair(src, "wrong_size", image, mask[:20, :30])
+    image, mask = scene(seed=16)
+    mask[0, 0], mask[1, 1] = 7, 42
+    save_pair(src, "out_of_range", image, mask)
+    image, mask = scene(seed=17)
+    save_pair(src, "all_ignore", image, np.full_like(mask, 99))
+    shutil.copyfile(src / "images/good0.png", src / "images/zz_duplicate.png")
+    shutil.copyfile(src / "masks/good0.png", src / "masks/zz_duplicate.png")
+    image, mask = scene(seed=18)
+    save_pair(src, "gray", image, mask)
+    Image.fromarray(image[..., 0], mode="L").save(src / "images/gray.png")
+    opaque = np.full(image.shape[:2], 255, np.uint8)
+    Image.fromarray(np.dstack([image, opaque]), mode="RGBA").save(src / "images/rgba.png")
+    shutil.copyfile(src / "masks/gray.png", src / "masks/rgba.png")
+    Image.fromarray(image).convert("P").save(src / "images/palette.png")
+    shutil.copyfile(src / "masks/gray.png", src / "masks/palette.png")
+    Image.fromarray(image[..., 0].astype(np.uint16) * 257).save(src / "images/sixteen.png")
+    shutil.copyfile(src / "masks/gray.png", src / "masks/sixteen.png")
+    plant_exif_jpeg(src)
+
+
+def plant_exif_jpeg(src: Path) -> None:
+    """A JPEG stored sideways with EXIF orientation 6; its mask is drawn on the upright (displayed) image.
+
+    Upright it is 30 wide and 40 tall, with the top half red (class 1) and the bottom half black (class 0).
+    """
+    upright = np.zeros((40, 30, 3), np.uint8)
+    upright[:20] = (255, 0, 0)
+    mask = np.zeros((40, 30), np.uint8)
+    mask[:20] = 1
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # orientation 6 undoes this
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(src / "images/exif.jpg", exif=exif, quality=95)
+    Image.fromarray(mask, mode="L").save(src / "masks/exif.png")
+
+
+@pytest.fixture
+def defect_dataset(workdir):
+    src = workdir / "src"
+    plant_defects(src)
+    params = parse_params({"base": {"workers": 2}, "ingest": mask_folder_params(src, ignore_index=99)})
+    manifest = ingest(params, workdir / "data/raw")
+    return manifest, Categories.load(workdir / "data/raw" / CATEGORIES_FILE)
+
+
+def test_every_defect_is_reported_and_every_repair_listed(defect_dataset, workdir):
+    manifest, categories = defect_dataset
+    result = clean(manifest, categories, parse_params({}).clean, workdir / "data/clean", workers=2)
+    dropped = result.rejects[result.rejects.action == "dropped"].set_index("sample_id").reason.to_dict()
+    assert dropped == EXPECTED_DROPS
+    repaired = result.rejects[result.rejects.action == "repaired"].set_index("sample_id").reason.to_dict()
+    assert repaired == EXPECTED_REPAIRS
+    assert sorted(result.manifest.sample_id) == sorted(["good0", "good1", "good2", *EXPECTED_REPAIRS])
+    assert len(result.manifest) + len(dropped) == len(manifest)  # nothing vanished without a row
+    assert result.summary["dropped_by_reason"]["corrupt_image"] == 2
+    out_of_range = result.rejects.set_index("sample_id").loc["out_of_range"]
+    assert "[7, 42]" in out_of_range.detail and out_of_range.file.endswith("out_of_range.png")
+    assert result.rejects.fix.str.len().min() > 10
+
+
+def test_exif_rotated_jpeg_is_upright_and_aligned_with_its_mask(defect_dataset):
+    manifest, _ = defect_dataset
+    row = manifest.set_index("sample_id").loc["exif"]
+    assert (row.width, row.height) == (30, 40)
+    pixels = load_image(row.image).pixels
+    labels = load_label(row.semantic)
+    assert pixels.shape[:2] == labels.shape == (40, 30)
+    red = pixels[..., 0] > 128
+    assert (red == (labels == 1)).mean() > 0.98
+
+
+def test_repair_policies(defect_dataset, workdir):
+    manifest, categories = defect_dataset
+    policy = parse_params({"clean": {"on_size_mismatch": "resize_mask", "on_label_out_of_range": "to_ignore",
+                                     "on_duplicate": "keep", "on_all_ignore": "keep"}}).clean
+    result = clean(manifest, categories, policy, workdir / "data/clean", workers=1)
+    kept = result.manifest.set_index("sample_id")
+    assert {"wrong_size", "out_of_range", "zz_duplicate", "all_ignore"} <= set(kept.index)
+    fixed = load_label(kept.loc["out_of_range"].semantic)
+    assert fixed[0, 0] == 255 and fixed[1, 1] == 255
+    assert load_label(kept.loc["wrong_size"].semantic).shape == (30, 40)
+    assert sum(kept.loc["good0"].class_pixels) == 30 * 40
+
+
+def test_fail_policy_names_the_file_and_the_fix(defect_dataset, workdir):
+    manifest, categories = defect_dataset
+    with pytest.raises(SegpipeError) as info:
+        clean(manifest, categories, parse_params({"clean": {"on_corrupt": "fail"}}).clean, workdir / "c", workers=1)
+    message = str(info.value)
+    assert "bad_bytes.png" in message and "fix:" in message and "\n" not in message
+
+
+def test_no_valid_sample_left_is_an_error(workdir):
+    src = workdir / "src"
+    image, mask = scene()
+    save_pair(src, "only", image, np.full_like(mask, 200))
+    params = parse_params({"base": {"workers": 1}, "ingest": mask_folder_params(src)})
+    manifest = ingest(params, workdir / "data/raw")
+    categories = Categories.load(workdir / "data/raw" / CATEGORIES_FILE)
+    with pytest.raises(SegpipeError, match="no valid sample left"):
+        clean(manifest, categories, params.clean, workdir / "data/clean")
+
+
+def test_clean_stage_reports_and_errors_without_traceback(defect_dataset, workdir):
+    params = parse_params({"base": {"workers": 1}, "ingest": mask_folder_params(workdir / "src", ignore_index=99)})
+    write_params(workdir / "params.yaml", params)
+    env_python = [sys.executable, "-m", "stages.clean"]
+    done = subprocess.run(env_python, cwd=workdir, capture_output=True, text=True, check=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": ""})
+    assert "kept 8 of 17" in done.stdout
+    rejects = pd.read_csv(workdir / "reports/clean_rejects.csv")
+    assert set(EXPECTED_DROPS) <= set(rejects.sample_id)
+    assert len(read_manifest(workdir / "data/clean" / MANIFEST_FILE)) == 8
+    failing = params.model_copy(update={"clean": params.clean.model_copy(update={"on_unpaired": "fail"})})
+    write_params(workdir / "params.yaml", failing)
+    shutil.rmtree(workdir / "data/clean")
+    failed = subprocess.run(env_python, cwd=workdir, capture_output=True, text=True,
+                            env={"PYTHONPATH": str(REPO), "PATH": ""})
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("segpipe clean: error: ") and "Traceback" not in failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1
+    assert not (workdir / "data/clean").exists()  # nothing half-written

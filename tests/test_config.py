@@ -1,0 +1,57 @@
+from pathlib import Path
+
+import pytest
+
+from segpipe.config import load_params, parse_params
+from segpipe.errors import SegpipeError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_project_params_and_presets_are_valid():
+    from segpipe import presets
+
+    params = load_params(REPO / "params.yaml")
+    assert params.ingest.format == "synthetic"
+    for name in presets.available():
+        presets.preset_text(name)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"ingest": {"formt": "synthetic"}}, "unknown key 'ingest.formt'"),
+        ({"base": {"seed": "abc"}}, "base.seed: Input should be a valid integer"),
+        ({"ingest": {"format": "coco"}}, "ingest.format: Input should be 'synthetic' or 'mask_folder'"),
+        ({"split": {"val": 0.6, "test": 0.5}}, "split.val + split.test must be below 1"),
+        ({"ingest": {"format": "mask_folder"}}, "needs ingest.source"),
+        ({"augment": {"scale": [1.0, 0.5]}}, "augment.scale: needs 0 < low <= high"),
+    ],
+)
+def test_bad_params_give_one_line_naming_the_key(data, expected):
+    with pytest.raises(SegpipeError) as info:
+        parse_params(data)
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_params_file_errors(tmp_path):
+    with pytest.raises(SegpipeError, match="not found"):
+        load_params(tmp_path / "missing.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("base: [unclosed")
+    with pytest.raises(SegpipeError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_preset_command_writes_params(tmp_path):
+    from segpipe.cli import main
+
+    target = tmp_path / "params.yaml"
+    target.write_text("base: {seed: 1}\n")
+    main(["preset", "camvid-cpu", "--params", str(target)])
+    assert load_params(target).ingest.format == "mask_folder"
+    assert (tmp_path / "params.yaml.bak").read_text() == "base: {seed: 1}\n"
+    with pytest.raises(SystemExit):
+        main(["preset", "no-such-preset", "--params", str(target)])

@@ -1,0 +1,142 @@
+import hashlib
+import http.server
+import io
+import tarfile
+import threading
+import zipfile
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segpipe.config import parse_params
+from segpipe.data.imageio import load_label
+from segpipe.data.ingest import ingest
+from segpipe.errors import SegpipeError
+from tests.conftest import mask_folder_params, save_pair, scene
+
+
+def _ingest(workdir: Path, source: Path | str, **options):
+    ingest_section = mask_folder_params(source, **options.pop("mask_folder", {}))
+    ingest_section.update(options)
+    params = parse_params({"base": {"workers": 1}, "ingest": ingest_section})
+    return ingest(params, workdir / "data/raw")
+
+
+def test_index_masks_with_label_map_and_ignore(workdir):
+    src = workdir / "src"
+    image, mask = scene()
+    mask[0, :5] = 9  # source "void"
+    mask[1, :5] = 7  # source value remapped to class 1
+    save_pair(src, "a", image, mask)
+    manifest = _ingest(workdir, src, mask_folder={"ignore_index": 9, "label_map": {7: 1}})
+    labels = load_label(manifest.semantic[0])
+    assert (labels[0, :5] == 255).all() and (labels[1, :5] == 1).all()
+    assert np.array_equal(labels[2:], mask[2:])
+    assert manifest.source_split[0] == "" and manifest.width[0] == 40 and manifest.height[0] == 30
+
+
+def test_predefined_split_folders_and_mask_suffix(workdir):
+    src = workdir / "src"
+    for split, count in (("train", 3), ("val", 2), ("test", 1)):
+        for i in range(count):
+            image, mask = scene(seed=i)
+            image_path, mask_path = save_pair(src, f"{split}{i}", image, mask, split, f"{split}annot")
+            mask_path.rename(mask_path.with_name(f"{split}{i}_L.png"))
+    splits = {s: {"images": s, "masks": f"{s}annot"} for s in ("train", "val", "test")}
+    manifest = _ingest(workdir, src, mask_folder={"splits": splits, "mask_suffix": "_L"})
+    assert manifest.source_split.value_counts().to_dict() == {"train": 3, "val": 2, "test": 1}
+    assert (manifest.issue == "").all()
+
+
+def test_colour_masks_map_through_class_colours(workdir):
+    src = workdir / "src"
+    image, mask = scene()
+    colours = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0]], dtype=np.uint8)
+    rgb = colours[mask]
+    rgb[0, 0] = (1, 2, 3)  # a colour that is no class
+    save_pair(src, "a", image, mask)
+    Image.fromarray(rgb).save(src / "masks" / "a.png")
+    manifest = _ingest(workdir, src, mask_folder={"mask_encoding": "color"})
+    labels = load_label(manifest.semantic[0])
+    assert labels[0, 0] == 255
+    assert np.array_equal(labels.ravel()[1:], mask.ravel()[1:])
+    assert manifest.issue[0].startswith("label_out_of_range") and "(1, 2, 3)" in manifest.issue[0]
+
+
+def _dataset_bytes(src: Path) -> dict[str, bytes]:
+    image, mask = scene()
+    save_pair(src, "a", image, mask)
+    return {str(p.relative_to(src.parent)): p.read_bytes() for p in src.rglob("*.png")}
+
+
+def test_zip_and_tar_archives_are_extracted(workdir):
+    files = _dataset_bytes(workdir / "ds")
+    with zipfile.ZipFile(workdir / "ds.zip", "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    with tarfile.open(workdir / "ds.tar.gz", "w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    for archive in ("ds.zip", "ds.tar.gz"):
+        manifest = _ingest(workdir, workdir / archive)
+        assert len(manifest) == 1 and manifest.issue[0] == ""
+
+
+def test_archives_that_escape_or_link_are_refused(workdir):
+    with zipfile.ZipFile(workdir / "evil.zip", "w") as zf:
+        zf.writestr("../outside.png", b"x")
+    with pytest.raises(SegpipeError, match="outside the target folder"):
+        _ingest(workdir, workdir / "evil.zip")
+    with tarfile.open(workdir / "link.tar", "w") as tf:
+        info = tarfile.TarInfo("images/a.png")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tf.addfile(info)
+    with pytest.raises(SegpipeError, match="link"):
+        _ingest(workdir, workdir / "link.tar")
+    assert not (workdir.parent / "outside.png").exists()
+
+
+@pytest.fixture
+def http_root(workdir):
+    """A real HTTP server on loopback serving ``workdir/served``."""
+    served = workdir / "served"
+    served.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_url_source_downloads_only_when_asked_and_checks_sha256(workdir, http_root):
+    served, base = http_root
+    files = _dataset_bytes(workdir / "ds")
+    with zipfile.ZipFile(served / "ds.zip", "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    digest = hashlib.sha256((served / "ds.zip").read_bytes()).hexdigest()
+    url = f"{base}/ds.zip"
+    with pytest.raises(SegpipeError, match="set ingest.download: true"):
+        _ingest(workdir, url)
+    with pytest.raises(SegpipeError, match="sha256 does not match"):
+        _ingest(workdir, url, download=True, sha256="0" * 64)
+    manifest = _ingest(workdir, url, download=True, sha256=digest)
+    assert len(manifest) == 1
+    with pytest.raises(SegpipeError, match="download of .* failed"):
+        _ingest(workdir, f"{base}/missing.zip", download=True)
+
+
+def test_missing_source_is_a_clear_error(workdir):
+    with pytest.raises(SegpipeError, match="does not exist"):
+        _ingest(workdir, workdir / "nowhere")
+    (workdir / "empty" / "images").mkdir(parents=True)
+    (workdir / "empty" / "masks").mkdir()
+    with pytest.raises(SegpipeError, match="no images or masks found"):
+        _ingest(workdir, workdir / "empty")

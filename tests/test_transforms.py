@@ -1,0 +1,107 @@
+"""Image, semantic mask, instance masks and boxes must stay aligned through every transform."""
+
+import numpy as np
+import pytest
+import torch
+from torchvision import tv_tensors
+
+from segpipe.config import parse_params
+from segpipe.data.dataset import make_sample
+from segpipe.data.synthetic import generate_scene
+from segpipe.transforms import build, eval_spec, policy_spec
+
+IGNORE = 255
+SINGLE_STEPS = {
+    "crop": {"crop_size": [48, 40], "scale": [0.3, 0.6], "hflip": 0},
+    "hflip": {"hflip": 1.0},
+    "vflip": {"hflip": 0, "vflip": 1.0},
+    "rotation": {"hflip": 0, "rotation": 30},
+    "jitter": {"hflip": 0, "color_jitter": {"p": 1.0, "brightness": 0.5, "hue": 0.1}},
+    "noise_blur": {"hflip": 0, "noise_std": 0.05, "blur_p": 1.0},
+    "everything": {"crop_size": [48, 48], "vflip": 0.5, "rotation": 25, "color_jitter": {"p": 0.5},
+                   "noise_std": 0.02, "blur_p": 0.5},
+}
+
+
+def coded_sample(seed: int) -> dict:
+    """A scene whose image encodes its labels: red channel = 40 * class, green = 40 * instance id."""
+    scene = generate_scene(seed, 0, (64, 64), 4)
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[..., 0] = scene.semantic * 40
+    image[..., 1] = scene.instance * 40
+    image[..., 2] = 200
+    return make_sample(image, scene.semantic, scene.instance)
+
+
+def decode_labels(image: torch.Tensor, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    raw = image * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
+    return (raw[0] * 255 / 40).round().long(), (raw[1] * 255 / 40).round().long()
+
+
+def interior(mask: torch.Tensor) -> torch.Tensor:
+    """Mask pixels at least two pixels away from its edge (where interpolation of the image cannot reach)."""
+    outside = (~mask).float()[None, None]
+    return ~torch.nn.functional.max_pool2d(outside, 5, stride=1, padding=2)[0, 0].bool()
+
+
+@pytest.mark.parametrize("name", ["crop", "hflip", "vflip", "rotation", "everything"])
+def test_geometric_transforms_keep_labels_aligned(name):
+    augment = parse_params({"augment": SINGLE_STEPS[name]}).augment
+    transform = build(policy_spec(augment), IGNORE, with_instances=True)
+    mean, std = augment.normalize.mean, augment.normalize.std
+    for seed in range(6):
+        torch.manual_seed(seed)
+        out = transform(coded_sample(seed))
+        assert isinstance(out["semantic"], tv_tensors.Mask) and out["semantic"].dtype == torch.int64
+        semantic = out["semantic"]
+        cls, inst = decode_labels(out["image"], mean, std)
+        labelled = semantic != IGNORE
+        if name == "rotation" or name == "everything":
+            # pixels the rotation exposed are ignore in the mask, and black (blue 0) in the image
+            blue = out["image"][2] * std[2] + mean[2]
+            assert ((blue < 0.3) <= ~labelled).float().mean() > 0.97
+        # interior pixels agree exactly; edges may differ by interpolation of the image only
+        agree = (cls == semantic)[labelled].float().mean()
+        assert agree > 0.9, f"{name}: only {agree:.3f} of labelled pixels agree"
+        masks, boxes = out["masks"], out["boxes"]
+        assert len(masks) == len(boxes) == len(out["labels"])
+        for mask, box, label in zip(masks.bool(), boxes, out["labels"], strict=True):
+            ys, xs = torch.nonzero(mask, as_tuple=True)
+            inside = interior(mask)
+            assert (semantic[inside] == label).all()
+            assert (inst[inside] > 0).all()
+            if name in ("hflip", "vflip", "crop"):
+                # the box still frames the mask (to within the pixel grid of a resize)
+                assert xs.min() >= box[0] - 2 and xs.max() <= box[2] + 2
+                assert ys.min() >= box[1] - 2 and ys.max() <= box[3] + 2
+
+
+@pytest.mark.parametrize("name", ["jitter", "noise_blur"])
+def test_photometric_transforms_leave_labels_alone(name):
+    augment = parse_params({"augment": SINGLE_STEPS[name]}).augment
+    transform = build(policy_spec(augment), IGNORE)
+    sample = coded_sample(0)
+    sample.pop("masks"), sample.pop("boxes"), sample.pop("labels")
+    before = sample["semantic"].clone()
+    out = transform(sample)
+    assert torch.equal(out["semantic"], before)
+    assert out["image"].dtype == torch.float32
+
+
+def test_eval_policy_only_normalises():
+    augment = parse_params({}).augment
+    sample = coded_sample(1)
+    out = build(eval_spec(augment), IGNORE)(sample)
+    expected = (sample["image"].float() / 255 - torch.tensor(augment.normalize.mean).view(3, 1, 1)) / torch.tensor(
+        augment.normalize.std).view(3, 1, 1)
+    assert torch.allclose(out["image"], expected, atol=1e-6)
+    assert torch.equal(out["semantic"], sample["semantic"])
+
+
+def test_policy_is_plain_data():
+    import json
+
+    spec = policy_spec(parse_params({"augment": SINGLE_STEPS["everything"]}).augment)
+    assert json.loads(json.dumps(spec)) == spec
+    assert [s["op"] for s in spec][:4] == ["RandomResizedCrop", "RandomHorizontalFlip", "RandomVerticalFlip",
+                                          "RandomRotation"]
