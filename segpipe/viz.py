@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -17,12 +16,6 @@ from segpipe.data.canonical import Categories  # noqa: E402
 from segpipe.fsutil import atomic_path  # noqa: E402
 
 
-def denormalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Undo Normalize on a CHW float image and return it as uint8."""
-    out = image * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
-    return (out.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
 def overlay(image: torch.Tensor, labels: torch.Tensor, categories: Categories, alpha: float = 0.5) -> torch.Tensor:
     """Colour each class of a HxW label map over a CHW uint8 image; ignore pixels stay as they are."""
     masks = torch.stack([labels == c.id for c in categories.items])
@@ -30,8 +23,7 @@ def overlay(image: torch.Tensor, labels: torch.Tensor, categories: Categories, a
     return draw_segmentation_masks(image, masks, alpha=alpha, colors=colors)
 
 
-def preview_grid(samples: list[dict], categories: Categories, mean: Sequence[float], std: Sequence[float],
-                 path: str | Path) -> None:
+def preview_grid(samples: list[dict], categories: Categories, path: str | Path) -> None:
     """Save a grid of augmented samples: each tile is the image with its mask (and instance boxes) overlaid."""
     cols = min(4, len(samples))
     rows = math.ceil(len(samples) / cols)
@@ -39,7 +31,7 @@ def preview_grid(samples: list[dict], categories: Categories, mean: Sequence[flo
     for ax in axes.ravel():
         ax.axis("off")
     for i, sample in enumerate(samples):
-        image = denormalize(sample["image"], mean, std)
+        image = sample["image"]
         tile = overlay(image, sample["semantic"], categories)
         if "boxes" in sample and len(sample["boxes"]):
             tile = draw_bounding_boxes(tile, sample["boxes"], colors="white", width=1)

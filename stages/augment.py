@@ -13,7 +13,7 @@ from segpipe.data.split import SPLITS
 from segpipe.fsutil import atomic_dir, write_json
 from segpipe.paths import CACHE, REPORTS, SPLIT
 from segpipe.stage import stage_main
-from segpipe.transforms import build, eval_spec, policy_spec
+from segpipe.transforms import build, device_spec, sample_spec
 from segpipe.viz import preview_grid
 
 POLICY_FILE = "augment_policy.json"
@@ -27,8 +27,9 @@ def run(params: Params) -> dict:
     label_dtype = "uint8" if categories.ignore_index == 255 else "uint16"
     with_instances = bool((parts["train"].instance != "").all()) and any(c.isthing for c in categories.items)
     policy = {
-        "train": policy_spec(params.augment),
-        "eval": eval_spec(params.augment),
+        "sample": sample_spec(params.augment),
+        "device_train": device_spec(params.augment, train=True),
+        "device_eval": device_spec(params.augment, train=False),
         "size": list(size),
         "ignore_index": categories.ignore_index,
         "normalize": params.augment.normalize.model_dump(),
@@ -40,11 +41,10 @@ def run(params: Params) -> dict:
         write_json(tmp / POLICY_FILE, policy)
     torch.manual_seed(params.base.seed)
     train = CachedSegmentation(
-        CACHE / "train", build(policy["train"], categories.ignore_index, with_instances), with_instances)
+        CACHE / "train", build(policy["sample"], categories.ignore_index, with_instances), with_instances)
     count = min(params.augment.preview_samples, len(train))
     picks = torch.randperm(len(train))[:count].tolist()
-    norm = params.augment.normalize
-    preview_grid([train[i] for i in picks], categories, norm.mean, norm.std, REPORTS / "augment_preview.png")
+    preview_grid([train[i] for i in picks], categories, REPORTS / "augment_preview.png")
     print(f"augment: cached {', '.join(f'{k} {len(v)}' for k, v in parts.items())} at {size[0]}x{size[1]} "
           f"-> {CACHE}; preview in {REPORTS / 'augment_preview.png'}")
     return policy

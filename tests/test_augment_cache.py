@@ -36,11 +36,13 @@ def test_cache_holds_the_decoded_samples_and_loads_with_workers(workdir):
         assert np.array_equal(sample["image"].permute(1, 2, 0).numpy(), load_image(train.image[i]).pixels)
         assert np.array_equal(sample["semantic"].numpy(), load_label(train.semantic[i]))
         assert len(sample["masks"]) == len(np.unique(load_label(train.instance[i]))) - 1
-    dataset = CachedSegmentation(CACHE / "train", build(saved["train"], 255), instances=False)
+    dataset = CachedSegmentation(CACHE / "train", build(saved["sample"], 255), instances=False)
     loader = DataLoader(dataset, batch_size=4, num_workers=2)
     batch = next(iter(loader))
-    assert batch["image"].shape == (4, 3, 48, 48) and batch["image"].dtype == torch.float32
+    assert batch["image"].shape == (4, 3, 48, 48) and batch["image"].dtype == torch.uint8
     assert batch["semantic"].shape == (4, 48, 48)
+    images = build(saved["device_train"], 255)(batch["image"])
+    assert images.dtype == torch.float32 and images.shape == (4, 3, 48, 48)
 
 
 def test_decoding_dataset_matches_cache(workdir):

@@ -20,10 +20,15 @@ Transform = Callable[[dict], dict]
 
 
 def make_sample(image: np.ndarray, semantic: np.ndarray, instance: np.ndarray | None) -> dict:
-    """Wrap HxWx3 / HxW arrays as tv_tensors; instances become binary masks, boxes and class labels."""
+    """Wrap HxWx3 / HxW arrays as tv_tensors; instances become binary masks, boxes and class labels.
+
+    The image stays uint8 and an 8-bit label map stays uint8 (16-bit maps become int32): the device part of the
+    policy converts batches to float, and the loss takes ``semantic.long()``.
+    """
+    labels = semantic if semantic.dtype == np.uint8 else semantic.astype(np.int32)
     sample = {
         "image": tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)),
-        "semantic": SemanticMask(torch.from_numpy(semantic.astype(np.int64))),
+        "semantic": SemanticMask(torch.from_numpy(labels)),
     }
     if instance is not None:
         ids = np.unique(instance)
