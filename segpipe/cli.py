@@ -1,9 +1,10 @@
-"""The ``segpipe`` command line: presets (and, later, prediction)."""
+"""The ``segpipe`` command line: params presets and prediction."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from segpipe import presets
 from segpipe.errors import SegpipeError
@@ -18,6 +19,17 @@ def _preset(args: argparse.Namespace) -> None:
     print(f"wrote preset {args.name} to {path} (previous params in {path}.bak); now run: dvc repro")
 
 
+def _predict(args: argparse.Namespace) -> None:
+    from segpipe.predict import Predictor, predict
+
+    report = predict(Predictor.load(args.model), args.inputs, Path(args.out))
+    for _, reason in report.skipped:
+        print(f"segpipe predict: skipped {reason}", file=sys.stderr)
+    print(f"predict: wrote {len(report.written)} label maps and overlays to {args.out}, skipped {len(report.skipped)}")
+    if not report.written:
+        raise SegpipeError("no input image could be read")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segpipe", description="Reproducible image-segmentation pipeline.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -25,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     preset.add_argument("name", nargs="?")
     preset.add_argument("--params", default="params.yaml")
     preset.set_defaults(func=_preset)
+    predict = sub.add_parser("predict", help="segment images (files, folders or globs) with an exported model")
+    predict.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    predict.add_argument("--model", default="export/model.onnx", help="export/model.onnx or models/model.pt")
+    predict.add_argument("--out", default="predictions", help="output folder")
+    predict.set_defaults(func=_predict)
     return parser
 
 
@@ -36,3 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     except SegpipeError as exc:
         print(f"segpipe: error: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -143,12 +143,94 @@ class AugmentParams(Section):
         return value
 
 
+ModelName = Literal[
+    "unet", "fcn_resnet50", "deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"]
+
+
+class UNetParams(Section):
+    depth: int = Field(4, ge=1, le=6)
+    base_width: int = Field(16, ge=4)
+    residual: bool = False
+
+
+class ModelParams(Section):
+    name: ModelName = "lraspp_mobilenet_v3_large"
+    weights: str | None = Field(None, description="null (from scratch), backbone, full, or a checkpoint path")
+    unet: UNetParams = UNetParams()
+
+
+class OptimizerParams(Section):
+    name: Literal["sgd", "adamw", "rmsprop"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+class ScheduleParams(Section):
+    name: Literal["constant", "poly", "cosine", "onecycle"] = "poly"
+    warmup_epochs: float = Field(0.0, ge=0)
+    power: float = Field(0.9, gt=0)
+
+
+class LossParams(Section):
+    name: Literal["ce", "dice", "ce_dice", "focal"] = "ce"
+    class_weights: Literal["none", "median_frequency"] | list[float] = "none"
+    focal_gamma: float = Field(2.0, ge=0)
+    dice_weight: float = Field(1.0, ge=0)
+
+
+class EarlyStoppingParams(Section):
+    patience: int | None = Field(None, ge=1, description="epochs without val mIoU gain before stopping")
+    min_delta: float = Field(0.0, ge=0)
+
+
+class TrainParams(Section):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(8, ge=1)
+    loader_workers: int = Field(2, ge=0)
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="cap steps per epoch (smoke runs)")
+    optimizer: OptimizerParams = OptimizerParams()
+    schedule: ScheduleParams = ScheduleParams()
+    loss: LossParams = LossParams()
+    grad_clip: float | None = Field(None, gt=0)
+    early_stopping: EarlyStoppingParams = EarlyStoppingParams()
+    amp: Literal["bf16", "fp16", "off"] = Field("bf16", description="mixed precision on CUDA only")
+    channels_last: bool = True
+
+
+class EvaluateParams(Section):
+    mode: Literal["whole", "sliding"] = "whole"
+    window: tuple[int, int] = (256, 256)
+    stride: tuple[int, int] = (192, 192)
+    boundary_tolerance: int = Field(2, ge=0, description="pixels")
+    overlays: int = Field(6, ge=0, le=32)
+
+
+class ExportParams(Section):
+    opset: int = Field(18, ge=13)
+    parity_images: int = Field(8, ge=1)
+    min_agreement: float = Field(0.999, ge=0, le=1)
+    latency_runs: int = Field(10, ge=1)
+
+
+class TrackingParams(Section):
+    enabled: bool = Field(True, description="log runs to MLflow")
+    experiment: str = "segpipe"
+    registered_model: str | None = "segpipe-semantic"
+    default_uri: str = Field("sqlite:///mlflow.db", description="used when MLFLOW_TRACKING_URI is not set")
+
+
 class Params(Section):
     base: BaseParams = BaseParams()
     ingest: IngestParams = IngestParams()
     clean: CleanParams = CleanParams()
     split: SplitParams = SplitParams()
     augment: AugmentParams = AugmentParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    export: ExportParams = ExportParams()
+    tracking: TrackingParams = TrackingParams()
 
 
 def _describe(error: dict[str, Any], source: str) -> str:

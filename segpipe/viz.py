@@ -39,6 +39,48 @@ def preview_grid(samples: list[dict], categories: Categories, path: str | Path) 
         ax_img.imshow(image.permute(1, 2, 0).numpy())
         ax_mask.imshow(tile.permute(1, 2, 0).numpy())
     fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig, path: str | Path, dpi: int = 80) -> None:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
+        fig.savefig(tmp, format="png", dpi=dpi)
     plt.close(fig)
+
+
+def confusion_matrix_plot(matrix: torch.Tensor, names: list[str], path: str | Path) -> None:
+    """Row-normalised confusion matrix (rows: ground truth) as a heat map with the recall on the diagonal."""
+    counts = matrix.double()
+    normalised = counts / counts.sum(1, keepdim=True).clamp(min=1)
+    size = max(4.0, 0.5 * len(names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    image = ax.imshow(normalised.numpy(), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    if len(names) <= 20:
+        for i in range(len(names)):
+            for j in range(len(names)):
+                value = normalised[i, j].item()
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if value > 0.5 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_title("confusion matrix (row-normalised)")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def prediction_grid(rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], categories: Categories,
+                    path: str | Path) -> None:
+    """One row per sample: image | ground truth | prediction (colours of the classes, ignore left bare)."""
+    fig, axes = plt.subplots(len(rows), 3, figsize=(9, 2.6 * len(rows)), squeeze=False)
+    for row, (image, truth, prediction) in zip(axes, rows, strict=True):
+        for ax, picture, title in zip(row, (image, overlay(image, truth, categories, 0.7),
+                                            overlay(image, prediction, categories, 0.7)),
+                                      ("image", "ground truth", "prediction"), strict=True):
+            ax.imshow(picture.permute(1, 2, 0).numpy())
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    _save(fig, path)

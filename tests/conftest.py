@@ -70,3 +70,30 @@ def save_pair(root: Path, stem: str, image: np.ndarray, mask: np.ndarray, images
 def mask_folder_params(source: Path, **mask_folder) -> dict:
     """The ingest section for a mask folder of THREE_CLASSES."""
     return {"format": "mask_folder", "source": str(source), "mask_folder": {"classes": THREE_CLASSES, **mask_folder}}
+
+
+def tiny_train_params(**sections) -> Params:
+    """tiny_params plus a two-epoch run of a small U-Net (fast and deterministic on CPU)."""
+    data = {
+        "base": {"seed": 0, "workers": 1, "device": "cpu"},
+        "ingest": {"synthetic": {"num_samples": 24, "size": [64, 64], "max_things": 3}},
+        "augment": {"crop_size": [48, 48], "preview_samples": 2},
+        "model": {"name": "unet", "unet": {"depth": 2, "base_width": 8}},
+        "train": {"epochs": 2, "batch_size": 4, "loader_workers": 0},
+        "evaluate": {"overlays": 2},
+        "export": {"parity_images": 2, "latency_runs": 2},
+    }
+    data.update(sections)
+    return parse_params(data)
+
+
+def run_stages(params: Params, names: tuple[str, ...]) -> None:
+    """Run pipeline stages in-process, in order, in the current folder."""
+    import importlib
+
+    for name in names:
+        importlib.import_module(f"stages.{name}").run(params)
+
+
+DATA_STAGES = ("ingest", "clean", "split", "augment")
+ALL_STAGES = (*DATA_STAGES, "train", "evaluate", "export")

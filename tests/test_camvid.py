@@ -1,5 +1,6 @@
 """CamVid from ../shared/data/camvid (path in SEGPIPE_CAMVID, which .ci/run sets)."""
 
+import json
 import os
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from segpipe.config import parse_params
 from segpipe.data.canonical import read_manifest
 from segpipe.data.imageio import load_label
 from segpipe.paths import CLEAN, SPLIT
-from stages import clean, ingest, split
+from stages import augment, clean, evaluate, export, ingest, split, train
 
 pytestmark = [pytest.mark.camvid, pytest.mark.slow]
 
@@ -31,21 +32,34 @@ def camvid_root() -> Path:
 def camvid_params(root: Path, **sections):
     data = yaml.safe_load(presets.preset_text("camvid-cpu"))
     data["ingest"]["source"] = str(root)
-    data.update(sections)
+    for section, values in sections.items():
+        data[section] = {**data.get(section, {}), **values}
     return parse_params(data)
 
 
-def test_camvid_ingest_clean_split_gives_the_published_split(camvid_root, workdir):
-    params = camvid_params(camvid_root)
+def test_camvid_end_to_end_smoke(camvid_root, workdir):
+    """Ingest to export on the real data: the published split, then a few training steps, evaluation at 360x480."""
+    params = camvid_params(camvid_root, train={"epochs": 1, "max_steps_per_epoch": 2, "batch_size": 2},
+                           augment={"crop_size": [128, 128], "preview_samples": 2},
+                           export={"parity_images": 2, "latency_runs": 2})
     ingest.run(params)
     summary = clean.run(params).summary
     assert summary["checked"] == summary["kept"] == 701
     report = split.run(params)
     assert report["method"] == "predefined"
     assert report["sizes"] == {"train": 367, "val": 101, "test": 233}
-    train = read_manifest(SPLIT / "train.parquet")
-    assert (train.width == 480).all() and (train.height == 360).all()
-    labels = np.unique(np.concatenate([np.unique(load_label(p)) for p in train.semantic[:40]]))
+    train_split = read_manifest(SPLIT / "train.parquet")
+    assert (train_split.width == 480).all() and (train_split.height == 360).all()
+    labels = np.unique(np.concatenate([np.unique(load_label(p)) for p in train_split.semantic[:40]]))
     assert set(labels) <= set(range(11)) | {255} and 255 in labels and 3 in labels
     pixels = np.array(read_manifest(CLEAN / "manifest.parquet").class_pixels.tolist()).sum(axis=0)
     assert len(pixels) == 11 and pixels.argmax() == 3  # Road is the largest class (about a third)
+
+    augment.run(params)
+    train.run(params)
+    result = evaluate.run(params)
+    assert result.metrics["images"] == 233
+    assert result.samples[0][1].shape == (360, 480)  # evaluated at the original resolution
+    exported = export.run(params)
+    assert exported["argmax_agreement"] >= 0.999
+    assert json.loads(Path("export/model.json").read_text())["classes"][3]["name"] == "Road"

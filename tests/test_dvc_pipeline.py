@@ -1,5 +1,6 @@
 """The real thing: `dvc repro` in a fresh git repo holding a copy of the project."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, tiny_params, write_params
+from tests.conftest import REPO, tiny_train_params, write_params
 
 pytestmark = pytest.mark.slow
 PROJECT_FILES = ("dvc.yaml", "stages", "segpipe", ".dvcignore")
@@ -23,43 +24,69 @@ def sh(cwd: Path, *args: str) -> str:
     return done.stdout + done.stderr
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of the project in a new git repository with DVC initialised and tiny params."""
+def copy_project(target: Path) -> None:
     for name in PROJECT_FILES:
         source = REPO / name
         if source.is_dir():
-            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            shutil.copy(source, tmp_path / name)
-    write_params(tmp_path / "params.yaml", tiny_params())
+            shutil.copy(source, target / name)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the project in a new git repository with DVC initialised and tiny params."""
+    copy_project(tmp_path)
+    write_params(tmp_path / "params.yaml", tiny_train_params())
     sh(tmp_path, "git", "init", "-q")
     sh(tmp_path, "dvc", "init", "-q")
     sh(tmp_path, "dvc", "config", "core.analytics", "false")
     return tmp_path
 
 
+STAGES = ("ingest", "clean", "split", "augment", "train", "evaluate", "export")
+
+
 def ran(output: str) -> set[str]:
-    return {stage for stage in ("ingest", "clean", "split", "augment") if f"Running stage '{stage}'" in output}
+    return {stage for stage in STAGES if f"Running stage '{stage}'" in output}
+
+
+def change(project: Path, section: str, key: str, value) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params[section][key] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
 
 
 def test_repro_runs_all_then_nothing_then_only_what_changed(project):
     first = sh(project, "dvc", "repro")
-    assert ran(first) == {"ingest", "clean", "split", "augment"}
+    assert ran(first) == set(STAGES)
     for path in ("data/raw/manifest.parquet", "data/clean/manifest.parquet", "data/split/test.parquet",
                  "data/cache/train/image.npy", "reports/clean.json", "reports/split.json",
-                 "reports/augment_preview.png", "dvc.lock"):
+                 "reports/augment_preview.png", "models/model.pt", "reports/metrics.json", "export/model.onnx",
+                 "reports/export.json", "dvc.lock"):
         assert (project / path).exists(), path
     second = sh(project, "dvc", "repro")
     assert ran(second) == set() and "up to date" in second
 
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["augment"]["hflip"] = 0.25
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    assert ran(sh(project, "dvc", "repro")) == {"augment"}
-
-    params["split"]["val"] = 0.2
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    assert ran(sh(project, "dvc", "repro")) == {"split", "augment"}
+    change(project, "evaluate", "boundary_tolerance", 3)
+    assert ran(sh(project, "dvc", "repro")) == {"evaluate"}
+    change(project, "augment", "hflip", 0.25)
+    assert ran(sh(project, "dvc", "repro")) == {"augment", "train", "evaluate", "export"}
+    change(project, "split", "val", 0.2)
+    assert ran(sh(project, "dvc", "repro")) == {"split", "augment", "train", "evaluate", "export"}
     metrics = sh(project, "dvc", "metrics", "show")
-    assert "reports/clean.json" in metrics and "reports/split.json" in metrics
+    assert "reports/clean.json" in metrics and "reports/metrics.json" in metrics
+
+
+def test_default_pipeline_learns(tmp_path):
+    """The embedded default, exactly as params.yaml sets it, must learn (guards against broken training)."""
+    copy_project(tmp_path)
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    sh(tmp_path, "git", "init", "-q")
+    sh(tmp_path, "dvc", "init", "-q")
+    sh(tmp_path, "dvc", "repro")
+    metrics = json.loads((tmp_path / "reports/metrics.json").read_text())["test"]
+    assert metrics["miou"] >= 0.6, metrics
+    plots = sh(tmp_path, "dvc", "plots", "show", "-o", "plots")
+    html = (tmp_path / "plots/index.html").read_text()
+    assert "train_history.csv" in html and "confusion_matrix.png" in html, plots

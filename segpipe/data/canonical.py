@@ -66,7 +66,10 @@ class Categories:
         path = Path(path)
         if not path.is_file():
             raise SegpipeError(f"{path}: not found; run the ingest stage first (dvc repro ingest)")
-        data = json.loads(path.read_text())
+        return cls.load_json(json.loads(path.read_text()))
+
+    @classmethod
+    def load_json(cls, data: dict) -> Categories:
         items = tuple(
             Category(int(c["id"]), str(c["name"]), tuple(c["color"]), bool(c["isthing"])) for c in data["categories"]
         )

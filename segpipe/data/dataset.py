@@ -70,9 +70,11 @@ class CachedSegmentation(Dataset):
 
 
 class DecodingSegmentation(Dataset):
-    """The same samples decoded from the image files on every access (the baseline the cache is measured against)."""
+    """Samples decoded from the image files on every access: evaluation at the original resolution
+    (``size=None``) and the baseline that the cache is measured against."""
 
-    def __init__(self, manifest: pd.DataFrame, size: tuple[int, int], transform: Transform | None = None) -> None:
+    def __init__(self, manifest: pd.DataFrame, size: tuple[int, int] | None = None,
+                 transform: Transform | None = None) -> None:
         self.rows = manifest.to_dict("records")
         self.size = size
         self.transform = transform
@@ -82,7 +84,8 @@ class DecodingSegmentation(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         row = self.rows[index]
-        pixels = resize_image(load_image(row["image"]).pixels, self.size)
-        semantic = resize_labels(load_label(row["semantic"]), self.size)
+        pixels, semantic = load_image(row["image"]).pixels, load_label(row["semantic"])
+        if self.size:
+            pixels, semantic = resize_image(pixels, self.size), resize_labels(semantic, self.size)
         sample = make_sample(pixels, semantic, None)
         return self.transform(sample) if self.transform else sample

@@ -1,0 +1,116 @@
+"""The training and validation loops (one epoch each), read top to bottom."""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data.distributed import DistributedSampler
+from tqdm.auto import tqdm
+
+from segpipe.distributed import Runtime, all_reduce_sum
+from segpipe.metrics import ConfusionMatrix
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """How each step runs: device-side transform, mixed precision, memory format, clipping, step cap."""
+
+    device_transform: nn.Module
+    amp: str
+    channels_last: bool
+    grad_clip: float | None
+    max_steps: int | None
+
+    def autocast(self, device: torch.device):
+        if device.type == "cuda" and self.amp in AMP_DTYPES:
+            return torch.autocast("cuda", dtype=AMP_DTYPES[self.amp])
+        return nullcontext()
+
+
+def train_loader(dataset: Dataset, batch_size: int, workers: int, seed: int, epoch: int,
+                 runtime: Runtime) -> DataLoader:
+    """A shuffled loader whose order and augmentation depend only on (seed, epoch): resumable exactly."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    sampler = None
+    if runtime.distributed:
+        sampler = DistributedSampler(dataset, runtime.world_size, runtime.rank, shuffle=True, seed=seed)
+        sampler.set_epoch(epoch)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, num_workers=workers,
+                      generator=generator, drop_last=len(dataset) > batch_size * runtime.world_size,
+                      pin_memory=runtime.device.type == "cuda")
+
+
+def eval_loader(dataset: Dataset, batch_size: int, workers: int, runtime: Runtime) -> DataLoader:
+    """An ordered loader over this process's share (every sample counted exactly once across processes)."""
+    shard = Subset(dataset, range(runtime.rank, len(dataset), runtime.world_size)) if runtime.distributed else dataset
+    return DataLoader(shard, batch_size=batch_size, num_workers=workers, pin_memory=runtime.device.type == "cuda")
+
+
+def _inputs(batch: dict, settings: StepSettings, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    images = settings.device_transform(batch["image"].to(device, non_blocking=True))
+    if settings.channels_last and device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, batch["semantic"].to(device, non_blocking=True).long()
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler, scaler: torch.amp.GradScaler | None, settings: StepSettings, runtime: Runtime,
+                    description: str) -> dict[str, float]:
+    """One pass over ``loader``; returns the mean loss (over all processes) and images per second."""
+    model.train()
+    total = len(loader) if settings.max_steps is None else min(len(loader), settings.max_steps)
+    bar = tqdm(total=total, desc=description, disable=not runtime.is_main or None, dynamic_ncols=True, leave=False)
+    sums = torch.zeros(2, dtype=torch.float64)  # loss * images, images
+    start = time.perf_counter()
+    for step, batch in enumerate(loader):
+        if step >= total:
+            break
+        images, target = _inputs(batch, settings, runtime.device)
+        with settings.autocast(runtime.device):
+            loss = loss_fn(model(images), target)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if settings.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        sums += torch.tensor([loss.item() * len(images), len(images)], dtype=torch.float64)
+        bar.update()
+        bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{sums[1] / (time.perf_counter() - start):.1f}")
+    bar.close()
+    elapsed = time.perf_counter() - start
+    sums = all_reduce_sum(sums, runtime)
+    return {"loss": float(sums[0] / max(sums[1], 1)), "images_per_s": float(sums[1] / max(elapsed, 1e-9))}
+
+
+@torch.no_grad()
+def validate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, num_classes: int, ignore_index: int,
+             settings: StepSettings, runtime: Runtime) -> dict[str, float]:
+    """Loss and confusion-matrix metrics over ``loader``, summed over all processes."""
+    model.eval()
+    matrix = ConfusionMatrix(num_classes, ignore_index)
+    sums = torch.zeros(2, dtype=torch.float64)
+    for batch in loader:
+        images, target = _inputs(batch, settings, runtime.device)
+        with settings.autocast(runtime.device):
+            logits = model(images)
+        sums += torch.tensor([loss_fn(logits.float(), target).item() * len(images), len(images)], dtype=torch.float64)
+        matrix.update(logits.argmax(1), target)
+    matrix.reduce()
+    sums = all_reduce_sum(sums, runtime)
+    return {"loss": float(sums[0] / max(sums[1], 1)), **matrix.compute()}

@@ -1,0 +1,169 @@
+"""Fitting a semantic segmentation model on the training cache: resumable, seeded, optionally distributed."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from segpipe import checkpoint
+from segpipe.config import Params
+from segpipe.data.canonical import Categories
+from segpipe.data.dataset import CachedSegmentation
+from segpipe.distributed import Runtime, sync_buffers
+from segpipe.engine import StepSettings, eval_loader, train_loader, train_one_epoch, validate
+from segpipe.losses import build_loss, median_frequency_weights
+from segpipe.models import create_model
+from segpipe.optim import build_optimizer, build_scheduler
+from segpipe.transforms import build
+
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class FitState:
+    """Everything that a resumed run needs besides the model, optimizer, scheduler and scaler."""
+
+    epoch: int = 0
+    best_miou: float = -1.0
+    best_epoch: int = -1
+    stale_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    run_id: str | None = None
+
+
+def model_config(params: Params, num_classes: int) -> dict[str, Any]:
+    """What it takes to rebuild the model: stored in model.pt beside the weights."""
+    return {"name": params.model.name, "num_classes": num_classes, "unet": params.model.unet.model_dump()}
+
+
+def build_model(config: dict[str, Any], weights: str | None = None) -> nn.Module:
+    unet = config["unet"] if config["name"] == "unet" else {}
+    return create_model(config["name"], config["num_classes"], weights, **unet)
+
+
+def _class_weights(params: Params, split_dir: Path) -> list[float] | None:
+    if params.train.loss.class_weights != "median_frequency":
+        return None
+    train = pd.read_parquet(split_dir / "train.parquet")
+    return median_frequency_weights(train.class_pixels.tolist(), (train.width * train.height).to_numpy())
+
+
+class Trainer:
+    """Owns the model, optimizer, schedule and loaders of one training run."""
+
+    def __init__(self, params: Params, cache_dir: Path, split_dir: Path, runtime: Runtime) -> None:
+        self.params, self.runtime = params, runtime
+        self.policy = json.loads((cache_dir / "augment_policy.json").read_text())
+        self.categories = Categories.load(cache_dir / "categories.json")
+        self.config = model_config(params, self.categories.num_classes)
+        torch.manual_seed(params.base.seed)
+        model = build_model(self.config, params.model.weights).to(runtime.device)
+        if params.train.channels_last and runtime.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.net = DistributedDataParallel(model) if runtime.distributed else model
+        ignore = self.categories.ignore_index
+        self.train_set = CachedSegmentation(cache_dir / "train", build(self.policy["sample"], ignore))
+        self.val_set = CachedSegmentation(cache_dir / "val")
+        self.batch_size = max(1, params.train.batch_size // runtime.world_size)
+        steps = len(train_loader(self.train_set, self.batch_size, 0, 0, 0, runtime))
+        self.steps_per_epoch = min(steps, params.train.max_steps_per_epoch or steps)
+        weights = _class_weights(params, split_dir)
+        self.loss_fn = build_loss(params.train.loss, self.categories.num_classes, ignore, weights).to(runtime.device)
+        self.optimizer = build_optimizer(self.model, params.train.optimizer)
+        self.scheduler = build_scheduler(self.optimizer, params.train.schedule,
+                                         self.steps_per_epoch * params.train.epochs, self.steps_per_epoch)
+        use_scaler = runtime.device.type == "cuda" and params.train.amp == "fp16"
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        self.settings = StepSettings(build(self.policy["device_train"], ignore), params.train.amp,
+                                     params.train.channels_last, params.train.grad_clip,
+                                     params.train.max_steps_per_epoch)
+        self.eval_settings = StepSettings(build(self.policy["device_eval"], ignore), params.train.amp,
+                                          params.train.channels_last, None, None)
+
+    def state_dict(self, state: FitState, fingerprint: str) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
+            "fit": copy.deepcopy(state.__dict__), "fingerprint": fingerprint, "rng": rng,
+        }
+
+    def load_state_dict(self, saved: dict[str, Any]) -> FitState:
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        if self.scaler and saved["scaler"]:
+            self.scaler.load_state_dict(saved["scaler"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        return FitState(**saved["fit"])
+
+    def run_epoch(self, epoch: int) -> dict[str, Any]:
+        """Train one epoch and validate; every random draw depends only on (seed, epoch)."""
+        params, runtime = self.params, self.runtime
+        torch.manual_seed(params.base.seed * 1_000 + epoch)
+        loader = train_loader(self.train_set, self.batch_size, params.train.loader_workers, params.base.seed,
+                              epoch, runtime)
+        train = train_one_epoch(self.net, loader, self.loss_fn, self.optimizer, self.scheduler, self.scaler,
+                                self.settings, runtime, f"epoch {epoch + 1}/{params.train.epochs}")
+        sync_buffers(self.model, runtime)
+        val_loader = eval_loader(self.val_set, self.batch_size, params.train.loader_workers, runtime)
+        val = validate(self.model, val_loader, self.loss_fn, self.categories.num_classes,
+                       self.categories.ignore_index, self.eval_settings, runtime)
+        return {"epoch": epoch + 1, "train_loss": train["loss"], "val_loss": val["loss"], "val_miou": val["miou"],
+                "val_pixel_accuracy": val["pixel_accuracy"], "val_mean_accuracy": val["mean_accuracy"],
+                "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": train["images_per_s"]}
+
+
+def resume_state(trainer: Trainer, path: Path, fingerprint: str) -> tuple[FitState, dict | None, str]:
+    """The saved state when ``path`` holds a checkpoint of this very run, else a fresh one (and why)."""
+    if not path.is_file():
+        return FitState(), None, "starting"
+    saved = checkpoint.load(path)
+    if saved.get("fingerprint") != fingerprint:
+        return FitState(), None, f"ignoring {path} (other params or data); starting"
+    state = trainer.load_state_dict(saved)
+    return state, saved.get("best_model"), f"resuming after epoch {state.epoch} from {path};"
+
+
+def fit(trainer: Trainer, checkpoint_path: Path, fingerprint: str, on_start: Callable[[FitState], None],
+        on_epoch: EpochCallback) -> tuple[FitState, dict[str, torch.Tensor]]:
+    """Train until ``train.epochs`` or early stopping; checkpoint after every epoch; return the best weights."""
+    params, runtime = trainer.params, trainer.runtime
+    state, best_model, how = resume_state(trainer, checkpoint_path, fingerprint)
+    if runtime.is_main:
+        print(f"train: {how} {trainer.config['name']} on {runtime.device} x{runtime.world_size}, "
+              f"{len(trainer.train_set)} train / {len(trainer.val_set)} val images, "
+              f"{trainer.steps_per_epoch} steps per epoch")
+    on_start(state)
+    stopping = params.train.early_stopping
+    while state.epoch < params.train.epochs:
+        row = trainer.run_epoch(state.epoch)
+        state.epoch += 1
+        if row["val_miou"] > state.best_miou + stopping.min_delta:
+            state.best_miou, state.best_epoch, state.stale_epochs = row["val_miou"], state.epoch, 0
+            best_model = copy.deepcopy(trainer.model.state_dict())
+        else:
+            state.stale_epochs += 1
+        state.history.append(row)
+        if runtime.is_main:
+            saved = trainer.state_dict(state, fingerprint)
+            saved["best_model"] = best_model
+            checkpoint.save(saved, checkpoint_path)
+            on_epoch(row)
+        if stopping.patience and state.stale_epochs >= stopping.patience:
+            if runtime.is_main:
+                print(f"train: early stop after epoch {state.epoch}: no val mIoU gain for {stopping.patience} epochs")
+            break
+    return state, best_model

@@ -1,0 +1,66 @@
+"""Stage 5: train the model on the training cache; resumable; DDP when started under torchrun."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from segpipe import checkpoint, tracking
+from segpipe.config import Params
+from segpipe.distributed import init_runtime, shutdown
+from segpipe.fsutil import write_atomic
+from segpipe.paths import CACHE, MODELS, REPORTS, SPLIT
+from segpipe.stage import stage_main
+from segpipe.training import FitState, Trainer, fit
+
+CHECKPOINT = MODELS / "checkpoints" / "last.pt"
+HISTORY = REPORTS / "train_history.csv"
+
+
+def _fingerprint(params: Params) -> str:
+    parts = (params.base.seed, params.model.model_dump(), params.train.model_dump(), params.augment.model_dump())
+    files = (CACHE / "augment_policy.json", CACHE / "train/samples.parquet", CACHE / "val/samples.parquet")
+    return checkpoint.fingerprint(*parts, files=files)
+
+
+def run(params: Params) -> FitState:
+    """Write models/model.pt (best val mIoU weights + config), reports/train_history.csv and the MLflow run."""
+    runtime = init_runtime(params.base.device)
+    try:
+        trainer = Trainer(params, CACHE, SPLIT, runtime)
+
+        def on_start(state: FitState) -> None:
+            if not runtime.is_main:
+                return
+            if state.run_id:
+                tracking.reopen(params, state.run_id)
+            else:
+                state.run_id = tracking.start_run(params, str(runtime.device))
+
+        def on_epoch(row: dict) -> None:
+            write_atomic(HISTORY, lambda p: pd.DataFrame(state_ref[0].history).to_csv(p, index=False))
+            metrics = {k: v for k, v in row.items() if k != "epoch"}
+            tracking.log_metrics(params, state_ref[0].run_id, metrics, step=row["epoch"])
+
+        state_ref: list[FitState] = []
+        state, best = fit(trainer, CHECKPOINT, _fingerprint(params), lambda s: (state_ref.append(s), on_start(s)),
+                          on_epoch)
+        if runtime.is_main:
+            checkpoint.save({"model": best, "config": trainer.config, "categories": trainer.categories.to_json(),
+                             "normalize": trainer.policy["normalize"], "train_size": trainer.policy["size"],
+                             "epoch": state.best_epoch, "val_miou": state.best_miou}, MODELS / "model.pt")
+            tracking.save_run_id(state.run_id, tracking.tracking_uri(params.tracking))
+            tracking.log_artifacts(params, state.run_id, [HISTORY])
+            CHECKPOINT.unlink(missing_ok=True)
+            print(f"train: best val mIoU {state.best_miou:.4f} at epoch {state.best_epoch} -> {MODELS / 'model.pt'} "
+                  f"(MLflow run {state.run_id})")
+        return state
+    finally:
+        shutdown(runtime)
+
+
+def main() -> None:
+    stage_main("train", run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Export parity, `segpipe predict`, and the MLflow run read back from a real tracking store."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segpipe.data.imageio import load_label
+from tests.conftest import ALL_STAGES, REPO, run_stages, tiny_train_params
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> Path:
+    """A tiny project that went through all seven stages in-process."""
+    root = tmp_path_factory.mktemp("pipeline")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        run_stages(tiny_train_params(), ALL_STAGES)
+    finally:
+        os.chdir(cwd)
+    return root
+
+
+def test_export_parity_and_contract(pipeline):
+    report = json.loads((pipeline / "reports/export.json").read_text())
+    assert report["argmax_agreement"] >= 0.999 and report["max_abs_logit_diff"] < 1e-3
+    assert report["onnxruntime_cpu_ms"] > 0 and report["torch_cpu_ms"] > 0
+    contract = json.loads((pipeline / "export/model.json").read_text())
+    assert contract["input"]["layout"] == "NCHW" and contract["input"]["channel_order"] == "RGB"
+    assert [c["name"] for c in contract["classes"]] == ["sky", "grass", "road", "disc", "box", "triangle"]
+    assert contract["output"]["name"] == "logits"
+
+
+def test_evaluate_reports(pipeline):
+    metrics = json.loads((pipeline / "reports/metrics.json").read_text())["test"]
+    for key in ("pixel_accuracy", "mean_accuracy", "miou", "fwiou", "mean_dice", "boundary_f1"):
+        assert 0.0 <= metrics[key] <= 1.0
+    per_class = (pipeline / "reports/per_class.csv").read_text().splitlines()
+    assert per_class[0].startswith("class,iou,accuracy,dice") and len(per_class) == 7
+    assert Image.open(pipeline / "reports/confusion_matrix.png").size[0] > 200
+    assert Image.open(pipeline / "reports/predictions.png").size[1] > 200
+
+
+@pytest.mark.parametrize("model", ["export/model.onnx", "models/model.pt"])
+def test_predict_writes_labels_and_overlays_and_skips_bad_files(pipeline, tmp_path, model):
+    images = sorted((pipeline / "data/raw/images").glob("*.png"))[:3]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(images[0].read_bytes()[:200])
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "segpipe.cli", "predict", str(images[0]), str(images[1].parent / "scene_0000[12].png"),
+         str(broken), "--model", str(pipeline / model), "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert "wrote 3 label maps" in done.stdout and "skipped 1" in done.stdout
+    assert "broken.png" in done.stderr and "Traceback" not in done.stderr
+    labels = load_label(out / f"{images[0].stem}.png")
+    assert labels.shape == (64, 64) and labels.max() < 6
+    assert np.asarray(Image.open(out / f"{images[0].stem}_overlay.png")).shape == (64, 64, 3)
+
+
+def test_predict_with_nothing_readable_fails(pipeline, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "segpipe.cli", "predict", str(tmp_path / "nothing-*.png"),
+                           "--model", str(pipeline / "export/model.onnx")],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 1 and done.stderr.startswith("segpipe: error: no images found")
+
+
+def test_mlflow_run_holds_the_whole_pipeline(pipeline):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{pipeline / 'mlflow.db'}")
+    run_id = json.loads((pipeline / "models/mlflow_run.json").read_text())["run_id"]
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.name"] == "unet" and run.data.params["train.epochs"] == "2"
+    history = client.get_metric_history(run_id, "val_miou")
+    assert [m.step for m in history] == [1, 2]
+    for key in ("test_miou", "test_boundary_f1", "export_argmax_agreement", "train_loss"):
+        assert key in run.data.metrics
+    for key in ("git.commit", "git.dirty", "version.torch", "device"):
+        assert key in run.data.tags
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"evaluation", "export", "train_history.csv"} <= artifacts
+    evaluation = {Path(a.path).name for a in client.list_artifacts(run_id, "evaluation")}
+    assert {"metrics.json", "per_class.csv", "confusion_matrix.png", "predictions.png"} <= evaluation
+    logged = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    assert {m.name for m in logged} >= {"onnx_model", "pytorch_model"}
+    versions = client.search_model_versions("name='segpipe-semantic'")
+    assert versions and versions[0].run_id == run_id

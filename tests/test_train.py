@@ -1,0 +1,129 @@
+"""Training: resume after kill -9 equals an uninterrupted run; DDP with two CPU processes reduces metrics."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from segpipe import checkpoint
+from segpipe.data.canonical import Categories
+from segpipe.data.dataset import CachedSegmentation
+from segpipe.distributed import Runtime
+from segpipe.engine import StepSettings, eval_loader, validate
+from segpipe.transforms import build
+from tests.conftest import DATA_STAGES, REPO, run_stages, tiny_train_params, write_params
+
+pytestmark = pytest.mark.slow
+CHECKPOINT = Path("models/checkpoints/last.pt")
+
+
+def train_params():
+    return tiny_train_params(
+        ingest={"synthetic": {"num_samples": 48, "size": [64, 64], "max_things": 3}},
+        train={"epochs": 6, "batch_size": 4, "loader_workers": 1, "optimizer": {"lr": 0.01}},
+    )
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """A folder with params.yaml and the data stages done; tests copy it."""
+    root = tmp_path_factory.mktemp("prepared")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        write_params(root / "params.yaml", train_params())
+        run_stages(train_params(), DATA_STAGES)
+    finally:
+        os.chdir(cwd)
+    return root
+
+
+def copy_project(prepared: Path, target: Path) -> Path:
+    shutil.copytree(prepared, target)
+    return target
+
+
+def train(cwd: Path) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "stages.train"], cwd=cwd, env=env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_resume_after_kill_equals_uninterrupted_run(prepared, tmp_path):
+    whole = copy_project(prepared, tmp_path / "whole")
+    train(whole)
+
+    crashed = copy_project(prepared, tmp_path / "crashed")
+    process = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=crashed, env=env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if (crashed / CHECKPOINT).exists() and checkpoint.load(crashed / CHECKPOINT)["fit"]["epoch"] >= 2:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert process.wait() == -signal.SIGKILL, "training ended before it could be killed"
+    assert not (crashed / "models/model.pt").exists()
+
+    resumed = train(crashed)
+    assert "resuming after epoch" in resumed.stdout
+    a, b = checkpoint.load(whole / "models/model.pt"), checkpoint.load(crashed / "models/model.pt")
+    assert a["epoch"] == b["epoch"] and a["val_miou"] == b["val_miou"]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    columns = ["epoch", "train_loss", "val_loss", "val_miou", "lr"]
+    history_a = pd.read_csv(whole / "reports/train_history.csv")[columns]
+    history_b = pd.read_csv(crashed / "reports/train_history.csv")[columns]
+    pd.testing.assert_frame_equal(history_a, history_b)
+    assert len(history_a) == 6
+    assert not (crashed / CHECKPOINT).exists()  # the resume checkpoint is removed after success
+
+
+def test_changed_params_do_not_resume_a_stale_checkpoint(prepared, tmp_path):
+    project = copy_project(prepared, tmp_path / "stale")
+    (project / CHECKPOINT).parent.mkdir(parents=True)
+    checkpoint.save({"fingerprint": "from another run"}, project / CHECKPOINT)
+    done = train(project)
+    assert "ignoring models/checkpoints/last.pt (other params or data)" in done.stdout
+
+
+def test_ddp_two_cpu_processes_reduce_metrics(prepared, tmp_path):
+    project = copy_project(prepared, tmp_path / "ddp")
+    params = train_params().model_copy(update={"train": train_params().train.model_copy(update={"epochs": 2})})
+    write_params(project / "params.yaml", params)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "stages.train"]
+    done = subprocess.run(command, cwd=project, env=env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "on cpu x2" in done.stdout
+    assert done.stdout.count("train: best val mIoU") == 1  # only rank 0 reports and writes
+    saved = checkpoint.load(project / "models/model.pt")
+    history = pd.read_csv(project / "reports/train_history.csv")
+    assert len(history) == 2
+
+    # the reduced val mIoU of the best epoch equals a single-process validation over every val image
+    from segpipe.training import build_model
+
+    model = build_model(saved["config"])
+    model.load_state_dict(saved["model"])
+    policy_ignore = Categories.load(project / "data/cache/categories.json").ignore_index
+    import json
+
+    policy = json.loads((project / "data/cache/augment_policy.json").read_text())
+    runtime = Runtime(0, 1, torch.device("cpu"))
+    settings = StepSettings(build(policy["device_eval"], policy_ignore), "off", False, None, None)
+    val = CachedSegmentation(project / "data/cache/val")
+    loss = torch.nn.CrossEntropyLoss(ignore_index=policy_ignore)
+    metrics = validate(model, eval_loader(val, 2, 0, runtime), loss, saved["config"]["num_classes"], policy_ignore,
+                       settings, runtime)
+    assert metrics["miou"] == pytest.approx(saved["val_miou"], abs=1e-9)
