@@ -8,7 +8,11 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup run test lint bench clean-outputs
+MLFLOW_PORT ?= 5000
+MLFLOW_BACKEND ?= sqlite:///mlflow-server.db
+MLFLOW_ARTIFACTS ?= ./mlflow-artifacts
+
+.PHONY: setup run test lint bench mlflow-server prefect-server clean-outputs
 
 setup: $(VENV)/.installed
 
@@ -29,6 +33,14 @@ lint: setup
 
 bench: setup
 	python -m bench.loader_throughput
+	python -m bench.train_throughput
+
+mlflow-server: setup
+	mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \
+		--backend-store-uri $(MLFLOW_BACKEND) --artifacts-destination $(MLFLOW_ARTIFACTS)
+
+prefect-server: setup
+	prefect server start --host 127.0.0.1
 
 clean-outputs:
 	rm -rf data models export reports

@@ -15,8 +15,10 @@ from segpipe.fsutil import atomic_path
 
 def save(state: dict[str, Any], path: str | Path) -> None:
     """torch.save to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        # a file object, not the temporary path: torch names the archive's root folder after the file, and
+        # the random temporary name would make identical checkpoints differ byte for byte
+        torch.save(state, handle)
 
 
 def load(path: str | Path) -> dict[str, Any]:

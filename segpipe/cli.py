@@ -30,6 +30,24 @@ def _predict(args: argparse.Namespace) -> None:
         raise SegpipeError("no input image could be read")
 
 
+def _sync_tracking(args: argparse.Namespace) -> None:
+    from segpipe import tracking
+    from segpipe.config import load_params
+
+    params = load_params(args.params)
+    pending = tracking.OUTBOX.is_file()
+    delivered = tracking.flush(params.tracking)
+    left = tracking.OUTBOX.is_file()
+    where = tracking.tracking_uri(params.tracking)
+    if not pending:
+        print(f"sync-tracking: nothing pending for {where}")
+    elif left:
+        raise SegpipeError(f"{where} still unreachable: delivered {delivered} queued calls, the rest wait in "
+                           f"{tracking.OUTBOX}; run again once the server is up")
+    else:
+        print(f"sync-tracking: delivered {delivered} queued calls to {where}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segpipe", description="Reproducible image-segmentation pipeline.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", default="export/model.onnx", help="export/model.onnx or models/model.pt")
     predict.add_argument("--out", default="predictions", help="output folder")
     predict.set_defaults(func=_predict)
+    sync = sub.add_parser("sync-tracking", help="send MLflow calls queued while the tracking server was down")
+    sync.add_argument("--params", default="params.yaml")
+    sync.set_defaults(func=_sync_tracking)
     return parser
 
 

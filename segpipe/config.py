@@ -220,6 +220,45 @@ class TrackingParams(Section):
     default_uri: str = Field("sqlite:///mlflow.db", description="used when MLFLOW_TRACKING_URI is not set")
 
 
+class RangeSpec(Section):
+    """A numeric range for random and Bayesian search."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RangeSpec:
+        if not self.low < self.high or (self.log and self.low <= 0):
+            raise ValueError("needs low < high (and low > 0 with log: true)")
+        return self
+
+
+class SweepParams(Section):
+    method: Literal["grid", "random", "bayes"] = "grid"
+    trials: int = Field(4, ge=1, description="trials for random and bayes (grid runs every combination)")
+    concurrency: int = Field(1, ge=1, description="trials at once: 1 on a 2-core CPU, more with GPU workers")
+    objective: str = Field("test_miou", description="MLflow metric the sweep optimises")
+    direction: Literal["maximize", "minimize"] = "maximize"
+    space: dict[str, list[Any] | RangeSpec] = Field(default_factory=dict, description="dotted key -> values or range")
+
+    @model_validator(mode="after")
+    def _grid_needs_lists(self) -> SweepParams:
+        if self.method == "grid" and any(isinstance(v, RangeSpec) for v in self.space.values()):
+            raise ValueError("grid search needs a list of values for every key; use random or bayes for ranges")
+        return self
+
+
+class OrchestrationParams(Section):
+    retries: int = Field(1, ge=0, description="retries of a stage task after a transient failure")
+    retry_delay_seconds: float = Field(10.0, ge=0)
+    cron: str = Field("0 3 * * *", description="schedule of the deployments")
+    timezone: str = "UTC"
+    work_pool: str = "segpipe-cpu"
+    sweep: SweepParams = SweepParams()
+
+
 class Params(Section):
     base: BaseParams = BaseParams()
     ingest: IngestParams = IngestParams()
@@ -231,6 +270,7 @@ class Params(Section):
     evaluate: EvaluateParams = EvaluateParams()
     export: ExportParams = ExportParams()
     tracking: TrackingParams = TrackingParams()
+    orchestration: OrchestrationParams = OrchestrationParams()
 
 
 def _describe(error: dict[str, Any], source: str) -> str:

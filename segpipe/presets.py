@@ -19,7 +19,7 @@ def available() -> list[str]:
 
 
 def preset_text(name: str) -> str:
-    """The YAML text of preset ``name``, validated."""
+    """The YAML text of preset ``name`` as shipped (it sets only what differs from the defaults), validated."""
     if name not in available():
         raise SegpipeError(f"unknown preset '{name}'; available: {', '.join(available())}")
     text = (resources.files("segpipe") / "presets" / f"{name}.yaml").read_text()
@@ -27,9 +27,17 @@ def preset_text(name: str) -> str:
     return text
 
 
-def apply(name: str, params_path: str | Path = "params.yaml") -> Path:
-    """Write preset ``name`` over ``params_path`` (keeping the old file as ``<name>.bak``)."""
+def full_params_text(name: str) -> str:
+    """Preset ``name`` with every section spelled out: dvc.yaml needs each params section it lists to exist."""
     text = preset_text(name)
+    header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    params = parse_params(yaml.safe_load(text), f"preset {name}")
+    return header + "\n" + yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)
+
+
+def apply(name: str, params_path: str | Path = "params.yaml") -> Path:
+    """Write preset ``name`` (all sections) over ``params_path``, keeping the old file as ``<name>.bak``."""
+    text = full_params_text(name)
     params_path = Path(params_path)
     if params_path.exists():
         params_path.with_suffix(params_path.suffix + ".bak").write_text(params_path.read_text())

@@ -1,4 +1,9 @@
-"""The one module that talks to MLflow: one run per pipeline execution, opened by train, closed by export."""
+"""The one module that talks to MLflow: one run per pipeline execution, opened by train, closed by export.
+
+When the tracking server cannot be reached, nothing is lost and training goes on: each call that fails is
+appended to an outbox (``.segpipe/mlflow_outbox.jsonl``) under a local run id, and the outbox is replayed in
+order by the next tracking call that reaches the server (any later stage) or by ``segpipe sync-tracking``.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import uuid
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,13 @@ from segpipe.fsutil import write_json
 from segpipe.stage import telemetry_off
 
 RUN_FILE = Path("models/mlflow_run.json")
+STATE_DIR = Path(".segpipe")
+OUTBOX = STATE_DIR / "mlflow_outbox.jsonl"
+RUN_IDS = STATE_DIR / "mlflow_run_ids.json"  # local run id -> server run id, once the outbox got through
 PACKAGES = ("torch", "torchvision", "mlflow", "dvc", "prefect", "onnxruntime", "numpy", "segpipe")
+# fail fast instead of MLflow's default of minutes of retries: the outbox keeps what could not be sent
+HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 
 
 def tracking_uri(params: TrackingParams) -> str:
@@ -33,24 +43,18 @@ def tracking_uri(params: TrackingParams) -> str:
 
 @functools.cache
 def _client_for(uri: str):
+    for key, value in HTTP_SETTINGS.items():
+        os.environ.setdefault(key, value)
     import mlflow
 
     mlflow.set_tracking_uri(uri)
     return mlflow, mlflow.MlflowClient(uri)
 
 
-def _client(params: TrackingParams):
+def mlflow_client(params: TrackingParams):
     """The mlflow module and a client for the tracking store (one per store: opening SQLite takes seconds)."""
     telemetry_off()
     return _client_for(tracking_uri(params))
-
-
-def _experiment_id(client, name: str, uri: str) -> str:
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = Path("mlartifacts").resolve().as_uri() if uri.startswith("sqlite:") else None
-    return client.create_experiment(name, artifact_location=location)
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
@@ -85,67 +89,177 @@ def lineage_tags(device: str) -> dict[str, str]:
             tags[f"version.{package}"] = metadata.version(package)
         except metadata.PackageNotFoundError:
             continue
+    for key in ("SEGPIPE_PARENT_RUN_ID", "SEGPIPE_TRIAL"):
+        if os.environ.get(key):
+            tags["mlflow.parentRunId" if key == "SEGPIPE_PARENT_RUN_ID" else "segpipe.trial"] = os.environ[key]
     return tags
 
 
+# --- delivery: every operation is a JSON-able dict, executed now or kept in the outbox ---------------------
+
+def _run_ids() -> dict[str, str]:
+    return json.loads(RUN_IDS.read_text()) if RUN_IDS.is_file() else {}
+
+
+def _execute(params: TrackingParams, op: dict[str, Any]) -> None:
+    from mlflow.entities import Metric, Param
+
+    mlflow, client = mlflow_client(params)
+    ids = _run_ids()
+    run_id = ids.get(op.get("run_id", ""), op.get("run_id", ""))
+    kind = op["op"]
+    if kind == "create_run":
+        experiment = client.get_experiment_by_name(op["experiment"])
+        if experiment is None:
+            local_store = mlflow.get_tracking_uri().startswith("sqlite:")
+            location = Path("mlartifacts").resolve().as_uri() if local_store else None
+            experiment_id = client.create_experiment(op["experiment"], artifact_location=location)
+        else:
+            experiment_id = experiment.experiment_id
+        run = client.create_run(experiment_id, run_name=op.get("run_name"), tags=op["tags"],
+                                start_time=op["time"])
+        items = sorted(op["params"].items())
+        for start in range(0, len(items), 100):
+            client.log_batch(run.info.run_id, params=[Param(k, v[:6000]) for k, v in items[start:start + 100]])
+        ids[op["local_id"]] = run.info.run_id
+        STATE_DIR.mkdir(exist_ok=True)
+        write_json(RUN_IDS, ids)
+    elif kind == "metrics":
+        client.log_batch(run_id, metrics=[Metric(k, float(v), op["time"], op["step"]) for k, v in op["values"].items()])
+    elif kind == "artifacts":
+        for path in op["paths"]:
+            if Path(path).is_file():
+                client.log_artifact(run_id, path, op.get("folder"))
+    elif kind == "status":
+        client.update_run(run_id, status=op["status"])
+    elif kind == "models":
+        _log_models(params, run_id, op)
+    else:
+        raise ValueError(f"unknown tracking operation {kind}")
+
+
+def _log_models(params: TrackingParams, run_id: str, op: dict[str, Any]) -> None:
+    import numpy as np
+    import onnx
+    import torch
+    from mlflow.models import infer_signature
+
+    mlflow, _ = mlflow_client(params)
+    example = np.load(op["example"])
+    signature = infer_signature(example["input"], example["output"])
+    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+        mlflow.onnx.log_model(onnx.load(op["onnx"]), name="onnx_model", signature=signature,
+                              registered_model_name=op["registered_model"], pip_requirements=op["onnx_requirements"],
+                              save_as_external_data=False)
+        model = torch.load(op["pytorch"], weights_only=False)
+        mlflow.pytorch.log_model(model, name="pytorch_model", signature=signature, serialization_format="pickle",
+                                 pip_requirements=op["torch_requirements"])
+
+
+def _unreachable(exc: Exception) -> bool:
+    """Errors that mean 'the server is not there right now' (connection refused, timeouts, 5xx)."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, requests.exceptions.RequestException | ConnectionError | TimeoutError):
+        return True
+    return isinstance(exc, MlflowException) and any(
+        word in str(exc) for word in ("Connection", "connection", "Max retries", "timed out", "503", "502", "500"))
+
+
+def _queue(op: dict[str, Any]) -> None:
+    STATE_DIR.mkdir(exist_ok=True)
+    with OUTBOX.open("a") as handle:
+        handle.write(json.dumps(op) + "\n")
+
+
+def flush(params: TrackingParams) -> int:
+    """Replay the outbox in order; return how many operations were delivered (stops at the first failure)."""
+    if not OUTBOX.is_file():
+        return 0
+    pending = [json.loads(line) for line in OUTBOX.read_text().splitlines() if line.strip()]
+    for done, op in enumerate(pending):
+        try:
+            _execute(params, op)
+        except Exception as exc:  # noqa: BLE001 - decide below whether it is an outage
+            if not _unreachable(exc):
+                raise
+            OUTBOX.write_text("".join(json.dumps(o) + "\n" for o in pending[done:]))
+            return done
+    OUTBOX.unlink()
+    return len(pending)
+
+
+def _submit(params: Params, op: dict[str, Any]) -> None:
+    """Deliver ``op`` now (after anything still queued), or queue it if the server cannot be reached."""
+    tracking = params.tracking
+    try:
+        if OUTBOX.is_file():
+            flush(tracking)
+        if OUTBOX.is_file():  # still unreachable: queue behind the rest, to keep the order
+            _queue(op)
+            return
+        _execute(tracking, op)
+    except Exception as exc:  # noqa: BLE001 - decide below whether it is an outage
+        if not _unreachable(exc):
+            raise
+        if not OUTBOX.is_file():
+            print(f"tracking: {tracking_uri(tracking)} unreachable ({type(exc).__name__}); keeping MLflow calls in "
+                  f"{OUTBOX} until it is back (`segpipe sync-tracking`)")
+        _queue(op)
+
+
+# --- the calls the stages make ----------------------------------------------------------------------------
+
 def start_run(params: Params, device: str, run_name: str | None = None) -> str:
-    """Create the pipeline's MLflow run with params and lineage tags; return its id ('' when tracking is off)."""
+    """Open the pipeline's MLflow run with params and lineage tags; return its id ('' when tracking is off).
+
+    The id returned is a local one; it maps to the server's run id once the run was created there.
+    """
     if not params.tracking.enabled:
         return ""
-    mlflow, client = _client(params.tracking)
-    experiment = _experiment_id(client, params.tracking.experiment, mlflow.get_tracking_uri())
-    run = client.create_run(experiment, run_name=run_name, tags=lineage_tags(device))
-    items = sorted(flatten(params.model_dump(mode="json")).items())
-    from mlflow.entities import Param
+    local_id = f"local-{uuid.uuid4().hex}"
+    _submit(params, {"op": "create_run", "local_id": local_id, "experiment": params.tracking.experiment,
+                     "run_name": run_name, "tags": lineage_tags(device), "time": int(time.time() * 1000),
+                     "params": flatten(params.model_dump(mode="json"))})
+    return local_id
 
-    for start in range(0, len(items), 100):
-        client.log_batch(run.info.run_id, params=[Param(k, v[:6000]) for k, v in items[start:start + 100]])
-    return run.info.run_id
+
+def server_run_id(run_id: str) -> str | None:
+    """The MLflow run id behind a local id (None while the run is still only in the outbox)."""
+    return _run_ids().get(run_id)
 
 
 def reopen(params: Params, run_id: str) -> None:
     """Mark a run as running again (a resumed training continues the same run)."""
-    if not run_id:
-        return
-    _, client = _client(params.tracking)
-    client.update_run(run_id, status="RUNNING")
+    if run_id:
+        _submit(params, {"op": "status", "run_id": run_id, "status": "RUNNING"})
 
 
 def log_metrics(params: Params, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
     """Log numeric metrics (with ``step`` for per-epoch curves)."""
-    if not run_id:
-        return
-    from mlflow.entities import Metric
-
-    _, client = _client(params.tracking)
-    now = int(time.time() * 1000)
-    batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-    client.log_batch(run_id, metrics=batch)
+    if run_id:
+        _submit(params, {"op": "metrics", "run_id": run_id, "values": {k: float(v) for k, v in metrics.items()},
+                         "step": step or 0, "time": int(time.time() * 1000)})
 
 
 def log_artifacts(params: Params, run_id: str, paths: list[Path], folder: str | None = None) -> None:
     """Upload files to the run (missing ones are skipped)."""
-    if not run_id:
-        return
-    _, client = _client(params.tracking)
-    for path in paths:
-        if Path(path).is_file():
-            client.log_artifact(run_id, str(path), folder)
+    if run_id:
+        _submit(params, {"op": "artifacts", "run_id": run_id, "paths": [str(Path(p).resolve()) for p in paths],
+                         "folder": folder})
+
+
+def log_models(params: Params, run_id: str, files: dict[str, str], requirements: dict[str, list[str]]) -> None:
+    """Log the ONNX model (registered under ``tracking.registered_model``) and the PyTorch model."""
+    if run_id:
+        _submit(params, {"op": "models", "run_id": run_id, **files, **requirements,
+                         "registered_model": params.tracking.registered_model})
 
 
 def finish(params: Params, run_id: str, status: str = "FINISHED") -> None:
-    if not run_id:
-        return
-    _, client = _client(params.tracking)
-    client.set_terminated(run_id, status=status)
-
-
-@contextmanager
-def active_run(params: Params, run_id: str) -> Iterator[Any]:
-    """The mlflow module with ``run_id`` active, for the model-logging helpers that need a fluent run."""
-    mlflow, _ = _client(params.tracking)
-    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
-        yield mlflow
+    if run_id:
+        _submit(params, {"op": "status", "run_id": run_id, "status": status})
 
 
 def save_run_id(run_id: str, uri: str, path: Path = RUN_FILE) -> None:
@@ -153,4 +267,4 @@ def save_run_id(run_id: str, uri: str, path: Path = RUN_FILE) -> None:
 
 
 def load_run_id(path: Path = RUN_FILE) -> str:
-    return json.loads(path.read_text())["run_id"]
+    return json.loads(path.read_text())["run_id"] if path.is_file() else ""

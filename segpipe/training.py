@@ -25,7 +25,7 @@ from segpipe.models import create_model
 from segpipe.optim import build_optimizer, build_scheduler
 from segpipe.transforms import build
 
-EpochCallback = Callable[[dict[str, Any]], None]
+EpochCallback = Callable[["FitState", dict[str, Any]], None]
 
 
 @dataclass
@@ -161,7 +161,7 @@ def fit(trainer: Trainer, checkpoint_path: Path, fingerprint: str, on_start: Cal
             saved = trainer.state_dict(state, fingerprint)
             saved["best_model"] = best_model
             checkpoint.save(saved, checkpoint_path)
-            on_epoch(row)
+            on_epoch(state, row)
         if stopping.patience and state.stale_epochs >= stopping.patience:
             if runtime.is_main:
                 print(f"train: early stop after epoch {state.epoch}: no val mIoU gain for {stopping.patience} epochs")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import onnxruntime as ort
 import torch
 
@@ -19,6 +20,7 @@ from segpipe.paths import EXPORT, MODELS, REPORTS, SPLIT
 from segpipe.stage import stage_main
 
 ONNX_FILE, CONTRACT_FILE, REPORT_FILE = EXPORT / "model.onnx", EXPORT / "model.json", REPORTS / "export.json"
+STAGING = tracking.STATE_DIR / "export"
 
 
 def _log_to_mlflow(params: Params, trained: TrainedModel, example: torch.Tensor, report: dict) -> None:
@@ -29,18 +31,17 @@ def _log_to_mlflow(params: Params, trained: TrainedModel, example: torch.Tensor,
         return
     tracking.log_metrics(params, run_id, {f"export_{k}": v for k, v in report.items() if isinstance(v, float)})
     tracking.log_artifacts(params, run_id, [CONTRACT_FILE, REPORT_FILE], "export")
-    with tracking.active_run(params, run_id) as mlflow:
-        from mlflow.models import infer_signature
-
-        with torch.no_grad():
-            signature = infer_signature(example.numpy(), trained.model(example).numpy())
-        requirements = [f"onnxruntime=={ort.__version__}", f"onnx=={onnx.__version__}"]
-        mlflow.onnx.log_model(onnx.load(str(ONNX_FILE)), name="onnx_model", signature=signature,
-                              registered_model_name=params.tracking.registered_model, pip_requirements=requirements,
-                              save_as_external_data=False)
-        torch_version = torch.__version__.split("+")[0]
-        mlflow.pytorch.log_model(trained.model, name="pytorch_model", signature=signature,
-                                 serialization_format="pickle", pip_requirements=[f"torch=={torch_version}"])
+    # the models go through the tracking outbox as files, so an unreachable server only delays them
+    STAGING.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        np.savez(STAGING / "example.npz", input=example.numpy(), output=trained.model(example).numpy())
+    torch.save(trained.model, STAGING / "pytorch_model.pt")
+    files = {"onnx": str(ONNX_FILE.resolve()), "pytorch": str((STAGING / "pytorch_model.pt").resolve()),
+             "example": str((STAGING / "example.npz").resolve())}
+    requirements = {"onnx_requirements": [f"onnxruntime=={ort.__version__}", f"onnx=={onnx.__version__}"],
+                    "torch_requirements": [f"torch=={torch.__version__.split('+')[0]}"]}
+    tracking.log_models(params, run_id, files, requirements)
+    tracking.finish(params, run_id)
 
 
 def run(params: Params) -> dict:

@@ -36,14 +36,12 @@ def run(params: Params) -> FitState:
             else:
                 state.run_id = tracking.start_run(params, str(runtime.device))
 
-        def on_epoch(row: dict) -> None:
-            write_atomic(HISTORY, lambda p: pd.DataFrame(state_ref[0].history).to_csv(p, index=False))
+        def on_epoch(state: FitState, row: dict) -> None:
+            write_atomic(HISTORY, lambda p: pd.DataFrame(state.history).to_csv(p, index=False))
             metrics = {k: v for k, v in row.items() if k != "epoch"}
-            tracking.log_metrics(params, state_ref[0].run_id, metrics, step=row["epoch"])
+            tracking.log_metrics(params, state.run_id, metrics, step=row["epoch"])
 
-        state_ref: list[FitState] = []
-        state, best = fit(trainer, CHECKPOINT, _fingerprint(params), lambda s: (state_ref.append(s), on_start(s)),
-                          on_epoch)
+        state, best = fit(trainer, CHECKPOINT, _fingerprint(params), on_start, on_epoch)
         if runtime.is_main:
             checkpoint.save({"model": best, "config": trainer.config, "categories": trainer.categories.to_json(),
                              "normalize": trainer.policy["normalize"], "train_size": trainer.policy["size"],
@@ -51,8 +49,9 @@ def run(params: Params) -> FitState:
             tracking.save_run_id(state.run_id, tracking.tracking_uri(params.tracking))
             tracking.log_artifacts(params, state.run_id, [HISTORY])
             CHECKPOINT.unlink(missing_ok=True)
+            server_id = tracking.server_run_id(state.run_id) or "pending in the tracking outbox"
             print(f"train: best val mIoU {state.best_miou:.4f} at epoch {state.best_epoch} -> {MODELS / 'model.pt'} "
-                  f"(MLflow run {state.run_id})")
+                  f"(MLflow run {server_id})")
         return state
     finally:
         shutdown(runtime)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +100,42 @@ def run_stages(params: Params, names: tuple[str, ...]) -> None:
 
 DATA_STAGES = ("ingest", "clean", "split", "augment")
 ALL_STAGES = (*DATA_STAGES, "train", "evaluate", "export")
+
+
+PROJECT_FILES = ("dvc.yaml", "stages", "segpipe", "flows", ".dvcignore")
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "segpipe tests", "GIT_AUTHOR_EMAIL": "tests@segpipe.invalid",
+                "GIT_COMMITTER_NAME": "segpipe tests", "GIT_COMMITTER_EMAIL": "tests@segpipe.invalid"}
+
+
+def sh(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run a command with the test's Python first on PATH; fail the test with its output if it fails."""
+    full_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                "DVC_NO_ANALYTICS": "1", "PYTHONPATH": "", **GIT_IDENTITY, **(env or {})}
+    done = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def copy_project(target: Path) -> None:
+    """Copy the project's code and pipeline definition (not its data) into ``target``."""
+    for name in PROJECT_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, target / name)
+
+
+def new_project(target: Path, params: Params, commit: bool = False) -> Path:
+    """A copy of the project with ``params`` in a fresh git repository with DVC initialised."""
+    target.mkdir(parents=True, exist_ok=True)
+    copy_project(target)
+    write_params(target / "params.yaml", params)
+    (target / ".gitignore").write_text("/.segpipe/\n/mlflow.db\n/mlartifacts/\n")
+    sh(target, "git", "init", "-q")
+    sh(target, "dvc", "init", "-q")
+    sh(target, "dvc", "config", "core.analytics", "false")
+    if commit:
+        sh(target, "git", "add", "-A")
+        sh(target, "git", "commit", "-qm", "project")
+    return target

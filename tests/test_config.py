@@ -1,8 +1,9 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
-from segpipe.config import load_params, parse_params
+from segpipe.config import Params, load_params, parse_params
 from segpipe.errors import SegpipeError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +53,8 @@ def test_preset_command_writes_params(tmp_path):
     target.write_text("base: {seed: 1}\n")
     main(["preset", "camvid-cpu", "--params", str(target)])
     assert load_params(target).ingest.format == "mask_folder"
+    written = yaml.safe_load(target.read_text())
+    assert set(written) == set(Params.model_fields)  # every section, as dvc.yaml's params need
     assert (tmp_path / "params.yaml.bak").read_text() == "base: {seed: 1}\n"
     with pytest.raises(SystemExit):
         main(["preset", "no-such-preset", "--params", str(target)])

@@ -1,47 +1,21 @@
 """The real thing: `dvc repro` in a fresh git repo holding a copy of the project."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import REPO, tiny_train_params, write_params
+from tests.conftest import REPO, copy_project, new_project, sh, tiny_train_params
 
 pytestmark = pytest.mark.slow
-PROJECT_FILES = ("dvc.yaml", "stages", "segpipe", ".dvcignore")
-
-
-def sh(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "PYTHONPATH": ""}
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
-
-
-def copy_project(target: Path) -> None:
-    for name in PROJECT_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, target / name)
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A copy of the project in a new git repository with DVC initialised and tiny params."""
-    copy_project(tmp_path)
-    write_params(tmp_path / "params.yaml", tiny_train_params())
-    sh(tmp_path, "git", "init", "-q")
-    sh(tmp_path, "dvc", "init", "-q")
-    sh(tmp_path, "dvc", "config", "core.analytics", "false")
-    return tmp_path
+    return new_project(tmp_path, tiny_train_params())
 
 
 STAGES = ("ingest", "clean", "split", "augment", "train", "evaluate", "export")

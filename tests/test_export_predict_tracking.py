@@ -78,7 +78,9 @@ def test_mlflow_run_holds_the_whole_pipeline(pipeline):
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{pipeline / 'mlflow.db'}")
-    run_id = json.loads((pipeline / "models/mlflow_run.json").read_text())["run_id"]
+    local_id = json.loads((pipeline / "models/mlflow_run.json").read_text())["run_id"]
+    run_id = json.loads((pipeline / ".segpipe/mlflow_run_ids.json").read_text())[local_id]
+    assert not (pipeline / ".segpipe/mlflow_outbox.jsonl").exists()
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["model.name"] == "unet" and run.data.params["train.epochs"] == "2"

@@ -127,3 +127,18 @@ def test_ddp_two_cpu_processes_reduce_metrics(prepared, tmp_path):
     metrics = validate(model, eval_loader(val, 2, 0, runtime), loss, saved["config"]["num_classes"], policy_ignore,
                        settings, runtime)
     assert metrics["miou"] == pytest.approx(saved["val_miou"], abs=1e-9)
+
+
+def test_early_stopping_stops_when_val_miou_stalls(prepared, tmp_path, monkeypatch):
+    from stages import train as train_stage
+
+    project = copy_project(prepared, tmp_path / "early")
+    monkeypatch.chdir(project)
+    params = tiny_train_params(
+        ingest={"synthetic": {"num_samples": 48, "size": [64, 64], "max_things": 3}},
+        train={"epochs": 6, "batch_size": 4, "loader_workers": 0,
+               "early_stopping": {"patience": 2, "min_delta": 1.0}},  # no later epoch can beat epoch 1 by 1.0
+        tracking={"enabled": False})
+    state = train_stage.run(params)
+    assert state.epoch == 3 and state.best_epoch == 1  # epoch 1 sets the best; two stale epochs stop it
+    assert len(pd.read_csv(project / "reports/train_history.csv")) == 3

@@ -1,0 +1,128 @@
+"""Training throughput of the train stage vs a plain reference loop, and onnxruntime vs eager inference.
+
+The reference is a torchvision-references style loop: every sample decoded from its PNG with PIL, augmented,
+converted to float and normalised in the DataLoader workers; same model, batch, crop size, optimizer and loss.
+Each side runs in its own process so that peak memory is its own. Run it where `dvc repro` has produced
+data/cache, data/split and export/model.onnx:
+
+    python -m bench.train_throughput [--steps 30] [--out bench/results/train_throughput.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from segpipe.config import load_params
+from segpipe.data.canonical import read_manifest
+from segpipe.data.dataset import DecodingSegmentation
+from segpipe.distributed import init_runtime
+from segpipe.engine import StepSettings, train_one_epoch
+from segpipe.fsutil import write_json
+from segpipe.onnx_export import median_ms
+from segpipe.paths import CACHE, EXPORT, SPLIT
+from segpipe.training import Trainer
+from segpipe.transforms import build
+
+RESULTS = Path(__file__).parent / "results" / "train_throughput.json"
+
+
+def _peak_rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round((own + workers) / 1024, 1)
+
+
+def measure(mode: str, steps: int) -> dict:
+    """Images per second over ``steps`` training steps (after 2 warm-up steps) in this process."""
+    params = load_params()
+    runtime = init_runtime(params.base.device)
+    trainer = Trainer(params, CACHE, SPLIT, runtime)
+    settings = trainer.settings
+    dataset = trainer.train_set
+    if mode == "reference":
+        per_sample = trainer.policy["sample"] + trainer.policy["device_eval"]
+        ignore = trainer.categories.ignore_index
+        dataset = DecodingSegmentation(read_manifest(SPLIT / "train.parquet"), tuple(trainer.policy["size"]),
+                                       build(per_sample, ignore))
+        settings = StepSettings(torch.nn.Identity(), settings.amp, settings.channels_last, None, None)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=trainer.batch_size, shuffle=True, drop_last=True,
+                                         num_workers=params.train.loader_workers)
+    warm = StepSettings(settings.device_transform, settings.amp, settings.channels_last, None, 2)
+    train_one_epoch(trainer.net, loader, trainer.loss_fn, trainer.optimizer, trainer.scheduler, None, warm,
+                    runtime, "warm-up")
+    done, start = 0, time.perf_counter()
+    while done < steps:
+        chunk = min(steps - done, len(loader))
+        timed = StepSettings(settings.device_transform, settings.amp, settings.channels_last, None, chunk)
+        train_one_epoch(trainer.net, loader, trainer.loss_fn, trainer.optimizer, trainer.scheduler, None, timed,
+                        runtime, mode)
+        done += chunk
+    seconds = time.perf_counter() - start
+    images = done * trainer.batch_size
+    result = {"mode": mode, "images": images, "seconds": round(seconds, 2),
+              "images_per_s": round(images / seconds, 2), "peak_rss_mb": _peak_rss_mb(),
+              "device": str(runtime.device), "model": params.model.name, "batch_size": trainer.batch_size}
+    if runtime.device.type == "cuda":
+        result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return result
+
+
+def inference(runs: int) -> dict:
+    """Median latency of onnxruntime vs eager PyTorch on a test image at its original size."""
+    import onnxruntime as ort
+
+    from segpipe.evaluation import TrainedModel
+
+    trained = TrainedModel.load(Path("models/model.pt"), torch.device("cpu"))
+    image = DecodingSegmentation(read_manifest(SPLIT / "test.parquet"))[0]["image"].unsqueeze(0)
+    inputs = trained.input_transform()(image)
+    session = ort.InferenceSession(str(EXPORT / "model.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        torch_ms = median_ms(lambda: trained.model(inputs), runs)
+    ort_ms = median_ms(lambda: session.run(None, {"images": inputs.numpy()}), runs)
+    return {"input_shape": list(inputs.shape), "torch_eager_ms": round(torch_ms, 2),
+            "onnxruntime_ms": round(ort_ms, 2), "speedup_onnxruntime_over_torch": round(torch_ms / ort_ms, 2),
+            "torch_threads": torch.get_num_threads()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--mode", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.mode:  # the child process: measure one side and print it
+        print(json.dumps(measure(args.mode, args.steps)))
+        return {}
+    sides = {}
+    for mode in ("ours", "reference"):
+        done = subprocess.run([sys.executable, "-m", "bench.train_throughput", "--mode", mode, "--steps",
+                               str(args.steps)], capture_output=True, text=True, check=True)
+        sides[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    ours, reference = sides["ours"], sides["reference"]
+    figures = {
+        "benchmark": "train_throughput",
+        "train_stage": sides["ours"], "reference_loop": sides["reference"],
+        "speedup_train_stage_over_reference": round(ours["images_per_s"] / reference["images_per_s"], 2),
+        "peak_rss_ratio_train_stage_over_reference": round(ours["peak_rss_mb"] / reference["peak_rss_mb"], 2),
+        "inference": inference(args.runs),
+        "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+    }
+    write_json(args.out, figures)
+    print(json.dumps(figures, indent=2))
+    return figures
+
+
+if __name__ == "__main__":
+    main()

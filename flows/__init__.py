@@ -1,0 +1,1 @@
+"""Prefect flows: the seven stages as a flow, hyperparameter sweeps, and their deployments."""

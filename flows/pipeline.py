@@ -1,0 +1,125 @@
+"""The ``segmentation-pipeline`` flow: the seven DVC stages as Prefect tasks, in order.
+
+DVC stays the judge of what is stale: each task runs ``dvc repro --single-item <stage>``, so a flow run gives
+the same outputs and caching as ``dvc repro``. Overrides are dotted params keys; a run with overrides is saved
+as a DVC experiment (``dvc exp save``), so it can be listed, compared and applied like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from segpipe.overrides import dvc_set_args, write_overrides
+from segpipe.stage import telemetry_off
+
+STAGES = ("ingest", "clean", "split", "augment", "train", "evaluate", "export")
+
+
+class StageFailed(RuntimeError):
+    """A stage exited non-zero; ``user_error`` when it printed segpipe's one-line error (not worth a retry)."""
+
+    def __init__(self, stage: str, message: str, user_error: bool) -> None:
+        super().__init__(f"stage {stage} failed: {message}")
+        self.user_error = user_error
+
+
+def _environment() -> dict[str, str]:
+    telemetry_off()
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def _failure(stage: str, output: str) -> StageFailed:
+    ours = [line for line in output.splitlines() if line.startswith(f"segpipe {stage}: error:")]
+    if ours:
+        return StageFailed(stage, ours[-1], user_error=True)
+    tail = [line for line in output.splitlines() if line.strip()][-3:]
+    return StageFailed(stage, " | ".join(tail) or "no output", user_error=False)
+
+
+def _retry_if_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook signature
+    try:
+        state.result()
+    except StageFailed as exc:
+        return not exc.user_error
+    except Exception:  # noqa: BLE001 - anything else (killed worker, lost lock) may pass on a retry
+        return True
+    return False
+
+
+@task(task_run_name="{stage}", retry_condition_fn=_retry_if_transient)
+def run_stage(stage: str, project: str) -> str:
+    """Run one stage through DVC; returns 'ran' or 'up to date'."""
+    done = subprocess.run(["dvc", "repro", "--single-item", stage], cwd=project, env=_environment(),
+                          capture_output=True, text=True)
+    output = done.stdout + done.stderr
+    get_run_logger().info("%s", output.strip()[-4000:])
+    if done.returncode != 0:
+        raise _failure(stage, output)
+    return "ran" if f"Running stage '{stage}'" in output else "up to date"
+
+
+def read_results(project: Path) -> dict[str, Any]:
+    """Final metrics, the MLflow run id and tracking URI written by the stages."""
+    metrics = json.loads((project / "reports/metrics.json").read_text())["test"]
+    run_file = project / "models/mlflow_run.json"
+    run = json.loads(run_file.read_text()) if run_file.is_file() else {}
+    ids_file = project / ".segpipe/mlflow_run_ids.json"
+    ids = json.loads(ids_file.read_text()) if ids_file.is_file() else {}
+    export = json.loads((project / "reports/export.json").read_text())
+    return {"metrics": metrics, "export": export, "mlflow_run_id": ids.get(run.get("run_id", "")),
+            "tracking_uri": run.get("tracking_uri", "")}
+
+
+def run_link(tracking_uri: str, run_id: str | None) -> str:
+    if not run_id:
+        return "not on the tracking server yet (see `segpipe sync-tracking`)"
+    if tracking_uri.startswith("http"):
+        return f"[{run_id}]({tracking_uri.rstrip('/')}/#/runs/{run_id})"
+    return f"`{run_id}` in `{tracking_uri}` (open with `mlflow ui --backend-store-uri {tracking_uri}`)"
+
+
+def markdown_report(results: dict[str, Any], stages: dict[str, str], overrides: dict[str, Any]) -> str:
+    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in results["metrics"].items() if isinstance(v, float))
+    stage_rows = "\n".join(f"| {k} | {v} |" for k, v in stages.items())
+    return (f"# segmentation pipeline\n\nMLflow run: {run_link(results['tracking_uri'], results['mlflow_run_id'])}\n\n"
+            f"Overrides: `{json.dumps(overrides)}`\n\n| test metric | value |\n|---|---|\n{rows}\n\n"
+            f"ONNX argmax agreement: {results['export']['argmax_agreement']:.5f}\n\n"
+            f"| stage | status |\n|---|---|\n{stage_rows}\n")
+
+
+@flow(name="segmentation-pipeline", log_prints=True)
+def segmentation_pipeline(overrides: dict[str, Any] | None = None, project: str = ".",
+                          experiment_name: str | None = None) -> dict[str, Any]:
+    """Run ingest -> export through DVC with optional dotted-key overrides; return metrics and the MLflow run."""
+    root = Path(project).resolve()
+    overrides = overrides or {}
+    params = write_overrides(root / "params.yaml", overrides)
+    retrying = run_stage.with_options(retries=params.orchestration.retries,
+                                      retry_delay_seconds=params.orchestration.retry_delay_seconds)
+    stages = {stage: retrying(stage, str(root)) for stage in STAGES}
+    if overrides:
+        name = experiment_name or "flow-" + "-".join(f"{k.split('.')[-1]}{v}" for k, v in overrides.items())[:60]
+        saved = subprocess.run(["dvc", "exp", "save", "--force", "-n", name], cwd=root, env=_environment(),
+                               capture_output=True, text=True)
+        how = f"dvc exp run {' '.join(dvc_set_args(overrides))}"
+        if saved.returncode == 0:
+            print(f"saved as DVC experiment {name}; reproduce with: {how}")
+        else:  # the run itself succeeded; say why it is not an experiment (e.g. no git commit yet)
+            print(f"not saved as a DVC experiment ({saved.stderr.strip().splitlines()[-1:]}); reproduce with: {how}")
+    results = read_results(root)
+    create_markdown_artifact(markdown_report(results, stages, overrides), key="segmentation-pipeline",
+                             description="test metrics and MLflow run")
+    return {"mlflow_run_id": results["mlflow_run_id"], "metrics": results["metrics"], "stages": stages}
+
+
+if __name__ == "__main__":
+    segmentation_pipeline()

@@ -1,0 +1,230 @@
+"""The ``segmentation-sweep`` flow: grid, random or Bayesian (Optuna TPE) search over dotted params keys.
+
+Each trial is a DVC experiment (``dvc exp run -S ... -n <sweep>-<i>``) and an MLflow child run under one parent
+run. Optuna's TPE is the Bayesian method: it handles categorical keys (``model.name``) and log-scaled ranges
+together, works with a handful of trials, runs in-process with no server, and its ask/tell interface lets
+our own trial runner (DVC) do the training.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import random
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from flows.pipeline import _environment
+from segpipe import tracking
+from segpipe.config import Params, RangeSpec, SweepParams, load_params, parse_params
+from segpipe.errors import SegpipeError
+from segpipe.overrides import apply_overrides, dvc_set_args
+
+
+def grid(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the listed values."""
+    keys = list(space)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(space[k] for k in keys))]
+
+
+def _draw(rng: random.Random, spec: list[Any] | RangeSpec) -> Any:
+    if isinstance(spec, list):
+        return rng.choice(spec)
+    if spec.log:
+        value = 10 ** rng.uniform(math.log10(spec.low), math.log10(spec.high))
+    else:
+        value = rng.uniform(spec.low, spec.high)
+    return round(value) if spec.integer else value
+
+
+def random_trials(space: dict[str, list[Any] | RangeSpec], count: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    return [{key: _draw(rng, spec) for key, spec in space.items()} for _ in range(count)]
+
+
+def optuna_distributions(space: dict[str, list[Any] | RangeSpec]) -> dict[str, Any]:
+    import optuna
+
+    out = {}
+    for key, spec in space.items():
+        if isinstance(spec, list):
+            out[key] = optuna.distributions.CategoricalDistribution(spec)
+        elif spec.integer:
+            out[key] = optuna.distributions.IntDistribution(int(spec.low), int(spec.high), log=spec.log)
+        else:
+            out[key] = optuna.distributions.FloatDistribution(spec.low, spec.high, log=spec.log)
+    return out
+
+
+def _trial_metrics(project: Path, name: str) -> dict[str, float]:
+    """The metrics DVC recorded for experiment ``name`` (``dvc exp show --json``)."""
+    done = subprocess.run(["dvc", "exp", "show", "--json"], cwd=project, env=_environment(), capture_output=True,
+                          text=True, check=True)
+    for commit in json.loads(done.stdout):
+        for exp in commit.get("experiments") or []:
+            for revision in exp.get("revs", []):
+                if revision.get("name") == name:
+                    files = (revision.get("data") or {}).get("metrics", {})
+                    test = files.get("reports/metrics.json", {}).get("data", {}).get("test", {})
+                    return {f"test_{k}": v for k, v in test.items() if isinstance(v, int | float)}
+    raise SegpipeError(f"experiment {name} has no metrics in `dvc exp show`")
+
+
+@contextmanager
+def in_directory(path: Path) -> Iterator[None]:
+    """Run the block with ``path`` as working directory (tracking keeps its state relative to the project)."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+@task(task_run_name="{name}")
+def run_trial(project: str, name: str, overrides: dict[str, Any], parent_run: str, temp: bool,
+              tracking_uri: str) -> dict[str, Any]:
+    """One trial: a DVC experiment whose train stage opens an MLflow run under ``parent_run``."""
+    env = {**_environment(), "SEGPIPE_PARENT_RUN_ID": parent_run, "SEGPIPE_TRIAL": name,
+           "MLFLOW_TRACKING_URI": tracking_uri}
+    command = ["dvc", "exp", "run", "-n", name, *(["--temp"] if temp else []), *dvc_set_args(overrides)]
+    started = time.time()
+    done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
+    get_run_logger().info("%s", (done.stdout + done.stderr).strip()[-3000:])
+    if done.returncode != 0:
+        errors = [line for line in (done.stdout + done.stderr).splitlines() if ": error:" in line]
+        raise SegpipeError(f"trial {name} failed: {errors[-1] if errors else done.stderr.strip()[-500:]}")
+    return {"name": name, "overrides": overrides, "metrics": _trial_metrics(Path(project), name),
+            "seconds": round(time.time() - started, 1)}
+
+
+def summary_table(results: list[dict[str, Any]], sweep: SweepParams) -> list[dict[str, Any]]:
+    """Trials sorted best first by the objective."""
+    reverse = sweep.direction == "maximize"
+    missing = float("-inf") if reverse else float("inf")
+    return sorted(results, key=lambda r: r["metrics"].get(sweep.objective, missing), reverse=reverse)
+
+
+def summary_markdown(table: list[dict[str, Any]], sweep: SweepParams, best_command: str) -> str:
+    keys = list(sweep.space)
+    head = "| rank | trial | " + " | ".join(keys) + f" | {sweep.objective} | seconds |"
+    lines = [head, "|" + "---|" * (len(keys) + 4)]
+    for rank, row in enumerate(table, 1):
+        values = " | ".join(str(row["overrides"][k]) for k in keys)
+        score = row["metrics"].get(sweep.objective, float("nan"))
+        lines.append(f"| {rank} | {row['name']} | {values} | {score:.4f} | {row['seconds']} |")
+    return f"# sweep ({sweep.method}, {len(table)} trials)\n\n" + "\n".join(lines) + f"\n\nBest: `{best_command}`\n"
+
+
+def _log_child_if_missing(params: Params, parent: str, result: dict[str, Any]) -> None:
+    """A trial whose stages DVC restored from its cache trained nothing: give it a child run all the same."""
+    _, client = tracking.mlflow_client(params.tracking)
+    experiment = client.get_experiment_by_name(params.tracking.experiment)
+    found = client.search_runs([experiment.experiment_id], f"tags.`segpipe.trial` = '{result['name']}'")
+    if found:
+        return
+    run = client.create_run(experiment.experiment_id, run_name=result["name"],
+                            tags={"mlflow.parentRunId": parent, "segpipe.trial": result["name"],
+                                  "segpipe.restored_from_dvc_cache": "true"})
+    for key, value in result["overrides"].items():
+        client.log_param(run.info.run_id, key, str(value))
+    for key, value in result["metrics"].items():
+        client.log_metric(run.info.run_id, key, value)
+    client.set_terminated(run.info.run_id)
+
+
+@flow(name="segmentation-sweep", log_prints=True)
+def segmentation_sweep(project: str = ".", method: str | None = None, space: dict[str, Any] | None = None,
+                       trials: int | None = None, concurrency: int | None = None) -> dict[str, Any]:
+    """Run the sweep from params (``orchestration.sweep``), any argument given here overriding it."""
+    root = Path(project).resolve()
+    params = load_params(root / "params.yaml")
+    given = {k: v for k, v in {"method": method, "space": space, "trials": trials, "concurrency": concurrency}.items()
+             if v is not None}
+    sweep = SweepParams.model_validate({**params.orchestration.sweep.model_dump(), **given})
+    if not params.tracking.enabled or not sweep.space:
+        raise SegpipeError("a sweep needs tracking.enabled: true and a non-empty orchestration.sweep.space")
+    original = (root / "params.yaml").read_text()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    with in_directory(root):
+        parent = tracking.server_run_id(tracking.start_run(params, "sweep", run_name=f"sweep-{stamp}")) or ""
+        uri = tracking.tracking_uri(params.tracking)
+    try:
+        results = _run_trials(root, sweep, parent, stamp, params.base.seed, uri)
+    finally:
+        (root / "params.yaml").write_text(original)
+    table = summary_table(results, sweep)
+    best = table[0]
+    best_command = f"dvc exp run {' '.join(dvc_set_args(best['overrides']))}  # or: dvc exp apply {best['name']}"
+    markdown = summary_markdown(table, sweep, best_command)
+    create_markdown_artifact(markdown, key="segmentation-sweep", description="trials sorted by the objective")
+    _finish_parent(params, root, parent, table, markdown, sweep)
+    print(f"best trial {best['name']} ({sweep.objective} {best['metrics'].get(sweep.objective)}): {best_command}")
+    return {"parent_run_id": parent, "trials": table, "best_command": best_command}
+
+
+def _run_trials(root: Path, sweep: SweepParams, parent: str, stamp: str, seed: int,
+                uri: str) -> list[dict[str, Any]]:
+    temp = sweep.concurrency > 1  # trials at once need their own folders: dvc exp run --temp
+    results: list[dict[str, Any]] = []
+
+    def launch(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for overrides in batch:  # validate first: a bad value fails before any training
+            check_overrides(root, overrides)
+        start = len(results)
+        futures = [run_trial.submit(str(root), f"sweep-{stamp}-{start + i}", o, parent, temp, uri)
+                   for i, o in enumerate(batch)]
+        return [f.result() for f in futures]
+
+    if sweep.method == "bayes":
+        import optuna
+
+        study = optuna.create_study(direction=sweep.direction, sampler=optuna.samplers.TPESampler(seed=seed))
+        distributions = optuna_distributions(sweep.space)
+        while len(results) < sweep.trials:
+            asked = [study.ask(distributions) for _ in range(min(sweep.concurrency, sweep.trials - len(results)))]
+            for trial, result in zip(asked, launch([t.params for t in asked]), strict=True):
+                study.tell(trial, result["metrics"].get(sweep.objective))
+                results.append(result)
+        return results
+    candidates = grid(sweep.space) if sweep.method == "grid" else random_trials(sweep.space, sweep.trials, seed)
+    for begin in range(0, len(candidates), sweep.concurrency):
+        results += launch(candidates[begin:begin + sweep.concurrency])
+    return results
+
+
+def check_overrides(root: Path, overrides: dict[str, Any]) -> None:
+    """Validate a trial's overrides against params.yaml without changing it."""
+    parse_params(apply_overrides(yaml.safe_load((root / "params.yaml").read_text()), overrides), "sweep trial")
+
+
+def _finish_parent(params: Params, root: Path, parent: str, table: list[dict[str, Any]], markdown: str,
+                   sweep: SweepParams) -> None:
+    if not parent:
+        return
+    _, client = tracking.mlflow_client(params.tracking)
+    for row in table:
+        _log_child_if_missing(params, parent, row)
+    summary = root / ".segpipe" / "sweep_summary.md"
+    summary.parent.mkdir(exist_ok=True)
+    summary.write_text(markdown)
+    client.log_artifact(parent, str(summary))
+    best = table[0]["metrics"].get(sweep.objective)
+    if best is not None:
+        client.log_metric(parent, f"best_{sweep.objective}", best)
+    client.log_param(parent, "sweep.method", sweep.method)
+    client.set_terminated(parent)
+
+
+if __name__ == "__main__":
+    segmentation_sweep()

@@ -1,0 +1,79 @@
+"""Scheduled deployments against a real `prefect server`: served by `flow.serve`, and run by a pool worker."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, new_project, sh, tiny_train_params
+from tests.servers import bin_path, free_port, prefect_server, stop
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-home")
+    with prefect_server(home, free_port()) as api:
+        yield {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(home), "PYTHONPATH": str(REPO),
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """An up-to-date tiny project, so a triggered run only checks the stages."""
+    project = new_project(tmp_path_factory.mktemp("deployed"), tiny_train_params(), commit=True)
+    sh(project, "dvc", "repro")
+    return project
+
+
+def prefect(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([bin_path("prefect"), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for_deployment(env: dict, name: str, process: subprocess.Popen) -> str:
+    import time
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the serving process died"
+        shown = prefect(env, "deployment", "inspect", name)
+        if shown.returncode == 0:
+            return shown.stdout
+        time.sleep(1)
+    raise TimeoutError(f"deployment {name} never appeared")
+
+
+def test_served_deployment_has_the_schedule_and_completes_a_triggered_run(server, project, tmp_path):
+    log = open(tmp_path / "serve.log", "w")
+    serving = subprocess.Popen([sys.executable, "-m", "flows.deploy", "serve", "--project", str(project)],
+                               cwd=REPO, env=server, stdout=log, stderr=log, start_new_session=True)
+    try:
+        inspected = wait_for_deployment(server, "segmentation-pipeline/segpipe", serving)
+        assert "0 3 * * *" in inspected and "UTC" in inspected
+        run = prefect(server, "deployment", "run", "segmentation-pipeline/segpipe", "--watch",
+                      "--watch-timeout", "300")
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "Completed" in run.stdout + run.stderr
+    finally:
+        stop(serving)  # the serving process goes before its server
+    assert "segmentation-sweep/segpipe" in prefect(server, "deployment", "ls").stdout
+
+
+def test_work_pool_deployment_runs_on_a_worker(server, project, tmp_path):
+    created = prefect(server, "work-pool", "create", "segpipe-test-cpu", "--type", "process")
+    assert created.returncode == 0, created.stderr
+    deployed = subprocess.run([sys.executable, "-m", "flows.deploy", "pool", "--project", str(project),
+                               "--pool", "segpipe-test-cpu", "--name", "pooled"], cwd=REPO, env=server,
+                              capture_output=True, text=True, timeout=120)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    log = open(tmp_path / "worker.log", "w")
+    worker = subprocess.Popen([bin_path("prefect"), "worker", "start", "--pool", "segpipe-test-cpu"], cwd=project,
+                              env=server, stdout=log, stderr=log, start_new_session=True)
+    try:
+        run = prefect(server, "deployment", "run", "segmentation-pipeline/pooled", "--watch", "--watch-timeout", "300")
+        assert run.returncode == 0, run.stdout + run.stderr + (tmp_path / "worker.log").read_text()[-3000:]
+    finally:
+        stop(worker)

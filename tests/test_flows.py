@@ -1,0 +1,118 @@
+"""Prefect flows with real components: the Prefect engine, DVC in git repos, MLflow stores."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import GIT_IDENTITY, new_project, sh, tiny_train_params
+
+pytestmark = pytest.mark.slow
+DATA_OUTS = ("data/raw", "data/clean", "data/split", "data/cache", "models/model.pt", "export/model.onnx",
+             "reports/metrics.json")
+
+
+@pytest.fixture(scope="module")
+def prefect_engine(tmp_path_factory):
+    """A real Prefect API (temporary local server on SQLite) for the flows of this module."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.update(GIT_IDENTITY)  # dvc exp commits need an author
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def lock_hashes(project: Path) -> dict[str, str]:
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    return {out["path"]: out["md5"] for stage in lock.values() for out in stage.get("outs", [])
+            if out["path"] in DATA_OUTS}
+
+
+@pytest.fixture(scope="module")
+def flow_project(tmp_path_factory, prefect_engine) -> Path:
+    """A project that the pipeline flow has run once."""
+    from flows.pipeline import segmentation_pipeline
+
+    project = new_project(tmp_path_factory.mktemp("flow"), tiny_train_params(), commit=True)
+    state = segmentation_pipeline(project=str(project), return_state=True)
+    assert state.is_completed(), state.message
+    return project
+
+
+def test_pipeline_flow_completes_with_the_outputs_of_dvc_repro(flow_project, tmp_path):
+    reference = new_project(tmp_path / "reference", tiny_train_params())
+    sh(reference, "dvc", "repro")
+    assert lock_hashes(flow_project) == lock_hashes(reference)
+    assert len(lock_hashes(reference)) == len(DATA_OUTS)
+    assert "up to date" in sh(flow_project, "dvc", "status")
+
+
+def test_pipeline_flow_with_overrides_reruns_what_changed_and_saves_an_experiment(flow_project, prefect_engine):
+    from flows.pipeline import segmentation_pipeline
+
+    result = segmentation_pipeline(project=str(flow_project), overrides={"evaluate.boundary_tolerance": 4},
+                                   experiment_name="tolerance4")
+    assert result["stages"]["evaluate"] == "ran"
+    assert all(result["stages"][s] == "up to date" for s in ("ingest", "clean", "split", "augment", "train"))
+    assert 0 <= result["metrics"]["miou"] <= 1 and result["mlflow_run_id"]
+    assert yaml.safe_load((flow_project / "params.yaml").read_text())["evaluate"]["boundary_tolerance"] == 4
+    assert "tolerance4" in sh(flow_project, "dvc", "exp", "list")
+
+
+def test_failing_stage_fails_the_flow_with_its_error(tmp_path, prefect_engine):
+    from flows.pipeline import segmentation_pipeline
+
+    project = new_project(tmp_path / "failing", tiny_train_params())
+    overrides = {"ingest.format": "mask_folder", "ingest.source": str(tmp_path / "no-such-folder"),
+                 "ingest.mask_folder.classes": [{"name": "a", "color": [0, 0, 0]}]}
+    state = segmentation_pipeline(project=str(project), overrides=overrides, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="stage ingest failed: segpipe ingest: error: .*does not exist"):
+        state.result()
+    bad = segmentation_pipeline(project=str(project), overrides={"train.epochs": 0}, return_state=True)
+    assert bad.is_failed()
+    with pytest.raises(Exception, match="train.epochs"):
+        bad.result()
+
+
+def test_sweep_gives_one_child_run_per_trial(tmp_path, prefect_engine):
+    import mlflow
+
+    from flows.sweep import segmentation_sweep
+
+    project = new_project(tmp_path / "sweep", tiny_train_params(train={"epochs": 1, "batch_size": 4,
+                                                                        "loader_workers": 0}), commit=True)
+    before = (project / "params.yaml").read_text()
+    result = segmentation_sweep(project=str(project), method="grid",
+                                space={"train.optimizer.lr": [0.001, 0.01]})
+    assert (project / "params.yaml").read_text() == before  # the workspace params are left as they were
+    assert len(result["trials"]) == 2 and result["best_command"].startswith("dvc exp run -S train.optimizer.lr=")
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("segpipe")
+    children = client.search_runs([experiment.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{result['parent_run_id']}'")
+    assert len(children) == 2
+    assert {c.data.params["train.optimizer.lr"] for c in children} == {"0.001", "0.01"}
+    assert all("test_miou" in c.data.metrics for c in children)
+    assert len({c.data.metrics["val_miou"] for c in children}) == 2
+    parent = client.get_run(result["parent_run_id"])
+    assert "best_test_miou" in parent.data.metrics
+    assert "sweep_summary.md" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    experiments = sh(project, "dvc", "exp", "list")
+    assert experiments.count("sweep-") == 2
+
+
+def test_trial_search_spaces():
+    from flows.sweep import grid, optuna_distributions, random_trials
+    from segpipe.config import RangeSpec
+
+    assert grid({"a": [1, 2], "b": ["x", "y", "z"]})[-1] == {"a": 2, "b": "z"}
+    assert len(grid({"a": [1, 2], "b": ["x", "y", "z"]})) == 6
+    space = {"lr": RangeSpec(low=1e-4, high=1e-2, log=True), "model": ["unet", "lraspp"]}
+    trials = random_trials(space, 5, seed=3)
+    assert trials == random_trials(space, 5, seed=3) and all(1e-4 <= t["lr"] <= 1e-2 for t in trials)
+    assert set(optuna_distributions(space)) == {"lr", "model"}
+    json.dumps(trials)
