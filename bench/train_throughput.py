@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train_stage": sides["ours"], "reference_loop": sides["reference"],
         "speedup_train_stage_over_reference": round(ours["images_per_s"] / reference["images_per_s"], 2),
         "peak_rss_ratio_train_stage_over_reference": round(ours["peak_rss_mb"] / reference["peak_rss_mb"], 2),
-        "inference": inference(args.runs),
+        "inference": inference(args.runs) if (EXPORT / "model.onnx").is_file() else "skipped: no export/model.onnx",
         "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
     }
     write_json(args.out, figures)
