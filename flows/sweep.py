@@ -11,12 +11,9 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import random
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +25,7 @@ from flows.pipeline import _environment
 from segpipe import tracking
 from segpipe.config import Params, RangeSpec, SweepParams, load_params, parse_params
 from segpipe.errors import SegpipeError
+from segpipe.fsutil import working_directory
 from segpipe.overrides import apply_overrides, dvc_set_args
 
 
@@ -78,17 +76,6 @@ def _trial_metrics(project: Path, name: str) -> dict[str, float]:
                     test = files.get("reports/metrics.json", {}).get("data", {}).get("test", {})
                     return {f"test_{k}": v for k, v in test.items() if isinstance(v, int | float)}
     raise SegpipeError(f"experiment {name} has no metrics in `dvc exp show`")
-
-
-@contextmanager
-def in_directory(path: Path) -> Iterator[None]:
-    """Run the block with ``path`` as working directory (tracking keeps its state relative to the project)."""
-    before = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(before)
 
 
 @task(task_run_name="{name}")
@@ -156,7 +143,7 @@ def segmentation_sweep(project: str = ".", method: str | None = None, space: dic
         raise SegpipeError("a sweep needs tracking.enabled: true and a non-empty orchestration.sweep.space")
     original = (root / "params.yaml").read_text()
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    with in_directory(root):
+    with working_directory(root):
         parent = tracking.server_run_id(tracking.start_run(params, "sweep", run_name=f"sweep-{stamp}")) or ""
         uri = tracking.tracking_uri(params.tracking)
     try:
@@ -168,7 +155,8 @@ def segmentation_sweep(project: str = ".", method: str | None = None, space: dic
     best_command = f"dvc exp run {' '.join(dvc_set_args(best['overrides']))}  # or: dvc exp apply {best['name']}"
     markdown = summary_markdown(table, sweep, best_command)
     create_markdown_artifact(markdown, key="segmentation-sweep", description="trials sorted by the objective")
-    _finish_parent(params, root, parent, table, markdown, sweep)
+    with working_directory(root):  # the default tracking store is a file of the project
+        _finish_parent(params, root, parent, table, markdown, sweep)
     print(f"best trial {best['name']} ({sweep.objective} {best['metrics'].get(sweep.objective)}): {best_command}")
     return {"parent_run_id": parent, "trials": table, "best_command": best_command}
 

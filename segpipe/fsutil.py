@@ -54,3 +54,14 @@ def write_atomic(target: str | Path, writer: Callable[[Path], None]) -> Path:
 def write_json(target: str | Path, data: Any) -> Path:
     """Write ``data`` as indented JSON, atomically."""
     return write_atomic(target, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n"))
+
+
+@contextmanager
+def working_directory(path: str | Path) -> Iterator[None]:
+    """Run the block with ``path`` as the working directory (stages and tracking use project-relative paths)."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)

@@ -13,6 +13,8 @@ import os
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -43,18 +45,36 @@ def tracking_uri(params: TrackingParams) -> str:
 
 @functools.cache
 def _client_for(uri: str):
+    import mlflow
+
+    return mlflow.MlflowClient(uri)
+
+
+def mlflow_client(params: TrackingParams):
+    """The mlflow module and a client for the store, one per store (opening SQLite takes seconds)."""
+    telemetry_off()
     for key, value in HTTP_SETTINGS.items():
         os.environ.setdefault(key, value)
     import mlflow
 
-    mlflow.set_tracking_uri(uri)
-    return mlflow, mlflow.MlflowClient(uri)
+    return mlflow, _client_for(tracking_uri(params))
 
 
-def mlflow_client(params: TrackingParams):
-    """The mlflow module and a client for the tracking store (one per store: opening SQLite takes seconds)."""
-    telemetry_off()
-    return _client_for(tracking_uri(params))
+@contextmanager
+def _fluent_store(params: TrackingParams) -> Iterator[Any]:
+    """mlflow's fluent API pointed at the store for one block. ``mlflow.set_tracking_uri`` also writes
+    MLFLOW_TRACKING_URI into the environment, which would send every later run of this process (a served flow,
+    a sweep's trials) to this project's store, so the variable is restored afterwards."""
+    mlflow, _ = mlflow_client(params)
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri(params))
+    try:
+        yield mlflow
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
@@ -104,14 +124,14 @@ def _run_ids() -> dict[str, str]:
 def _execute(params: TrackingParams, op: dict[str, Any]) -> None:
     from mlflow.entities import Metric, Param
 
-    mlflow, client = mlflow_client(params)
+    _, client = mlflow_client(params)
     ids = _run_ids()
     run_id = ids.get(op.get("run_id", ""), op.get("run_id", ""))
     kind = op["op"]
     if kind == "create_run":
         experiment = client.get_experiment_by_name(op["experiment"])
         if experiment is None:
-            local_store = mlflow.get_tracking_uri().startswith("sqlite:")
+            local_store = tracking_uri(params).startswith("sqlite:")
             location = Path("mlartifacts").resolve().as_uri() if local_store else None
             experiment_id = client.create_experiment(op["experiment"], artifact_location=location)
         else:
@@ -144,10 +164,9 @@ def _log_models(params: TrackingParams, run_id: str, op: dict[str, Any]) -> None
     import torch
     from mlflow.models import infer_signature
 
-    mlflow, _ = mlflow_client(params)
     example = np.load(op["example"])
     signature = infer_signature(example["input"], example["output"])
-    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+    with _fluent_store(params) as mlflow, mlflow.start_run(run_id=run_id, log_system_metrics=False):
         mlflow.onnx.log_model(onnx.load(op["onnx"]), name="onnx_model", signature=signature,
                               registered_model_name=op["registered_model"], pip_requirements=op["onnx_requirements"],
                               save_as_external_data=False)

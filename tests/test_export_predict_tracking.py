@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from segpipe.data.imageio import load_label
+from segpipe.fsutil import working_directory
 from tests.conftest import ALL_STAGES, REPO, run_stages, tiny_train_params
 
 pytestmark = pytest.mark.slow
@@ -20,12 +21,8 @@ pytestmark = pytest.mark.slow
 def pipeline(tmp_path_factory) -> Path:
     """A tiny project that went through all seven stages in-process."""
     root = tmp_path_factory.mktemp("pipeline")
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
+    with working_directory(root):
         run_stages(tiny_train_params(), ALL_STAGES)
-    finally:
-        os.chdir(cwd)
     return root
 
 

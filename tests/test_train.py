@@ -17,6 +17,7 @@ from segpipe.data.canonical import Categories
 from segpipe.data.dataset import CachedSegmentation
 from segpipe.distributed import Runtime
 from segpipe.engine import StepSettings, eval_loader, validate
+from segpipe.fsutil import working_directory
 from segpipe.transforms import build
 from tests.conftest import DATA_STAGES, REPO, run_stages, tiny_train_params, write_params
 
@@ -39,13 +40,9 @@ def env() -> dict[str, str]:
 def prepared(tmp_path_factory) -> Path:
     """A folder with params.yaml and the data stages done; tests copy it."""
     root = tmp_path_factory.mktemp("prepared")
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
+    with working_directory(root):
         write_params(root / "params.yaml", train_params())
         run_stages(train_params(), DATA_STAGES)
-    finally:
-        os.chdir(cwd)
     return root
 
 
