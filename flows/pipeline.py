@@ -31,7 +31,8 @@ class StageFailed(RuntimeError):
         self.user_error = user_error
 
 
-def _environment() -> dict[str, str]:
+def stage_environment() -> dict[str, str]:
+    """The environment for dvc and the stages: telemetry off, this Python's tools first on PATH."""
     telemetry_off()
     bin_dir = str(Path(sys.executable).parent)
     return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -58,7 +59,7 @@ def _retry_if_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefec
 @task(task_run_name="{stage}", retry_condition_fn=_retry_if_transient)
 def run_stage(stage: str, project: str) -> str:
     """Run one stage through DVC; returns 'ran' or 'up to date'."""
-    done = subprocess.run(["dvc", "repro", "--single-item", stage], cwd=project, env=_environment(),
+    done = subprocess.run(["dvc", "repro", "--single-item", stage], cwd=project, env=stage_environment(),
                           capture_output=True, text=True)
     output = done.stdout + done.stderr
     get_run_logger().info("%s", output.strip()[-4000:])
@@ -108,7 +109,7 @@ def segmentation_pipeline(overrides: dict[str, Any] | None = None, project: str 
     stages = {stage: retrying(stage, str(root)) for stage in STAGES}
     if overrides:
         name = experiment_name or "flow-" + "-".join(f"{k.split('.')[-1]}{v}" for k, v in overrides.items())[:60]
-        saved = subprocess.run(["dvc", "exp", "save", "--force", "-n", name], cwd=root, env=_environment(),
+        saved = subprocess.run(["dvc", "exp", "save", "--force", "-n", name], cwd=root, env=stage_environment(),
                                capture_output=True, text=True)
         how = f"dvc exp run {' '.join(dvc_set_args(overrides))}"
         if saved.returncode == 0:

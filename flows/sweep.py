@@ -21,7 +21,7 @@ import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.pipeline import _environment
+from flows.pipeline import stage_environment
 from segpipe import tracking
 from segpipe.config import Params, RangeSpec, SweepParams, load_params, parse_params
 from segpipe.errors import SegpipeError
@@ -66,7 +66,7 @@ def optuna_distributions(space: dict[str, list[Any] | RangeSpec]) -> dict[str, A
 
 def _trial_metrics(project: Path, name: str) -> dict[str, float]:
     """The metrics DVC recorded for experiment ``name`` (``dvc exp show --json``)."""
-    done = subprocess.run(["dvc", "exp", "show", "--json"], cwd=project, env=_environment(), capture_output=True,
+    done = subprocess.run(["dvc", "exp", "show", "--json"], cwd=project, env=stage_environment(), capture_output=True,
                           text=True, check=True)
     for commit in json.loads(done.stdout):
         for exp in commit.get("experiments") or []:
@@ -82,7 +82,7 @@ def _trial_metrics(project: Path, name: str) -> dict[str, float]:
 def run_trial(project: str, name: str, overrides: dict[str, Any], parent_run: str, temp: bool,
               tracking_uri: str) -> dict[str, Any]:
     """One trial: a DVC experiment whose train stage opens an MLflow run under ``parent_run``."""
-    env = {**_environment(), "SEGPIPE_PARENT_RUN_ID": parent_run, "SEGPIPE_TRIAL": name,
+    env = {**stage_environment(), "SEGPIPE_PARENT_RUN_ID": parent_run, "SEGPIPE_TRIAL": name,
            "MLFLOW_TRACKING_URI": tracking_uri}
     command = ["dvc", "exp", "run", "-n", name, *(["--temp"] if temp else []), *dvc_set_args(overrides)]
     started = time.time()

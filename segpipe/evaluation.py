@@ -20,7 +20,7 @@ from segpipe.errors import SegpipeError
 from segpipe.inference import infer
 from segpipe.metrics import BoundaryF1, ConfusionMatrix
 from segpipe.training import build_model
-from segpipe.transforms import build
+from segpipe.transforms import build, input_spec
 
 
 @dataclass
@@ -44,8 +44,7 @@ class TrainedModel:
 
     def input_transform(self) -> nn.Module:
         """uint8 NCHW -> normalised float, as in training."""
-        spec = [{"op": "ToFloat"}, {"op": "Normalize", **self.normalize}]
-        return build(spec, self.categories.ignore_index)
+        return build(input_spec(self.normalize["mean"], self.normalize["std"]), self.categories.ignore_index)
 
 
 @dataclass

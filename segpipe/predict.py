@@ -20,6 +20,7 @@ from segpipe.errors import SegpipeError
 from segpipe.evaluation import TrainedModel
 from segpipe.fsutil import atomic_path
 from segpipe.inference import infer
+from segpipe.transforms import build, input_spec
 from segpipe.viz import overlay
 
 
@@ -29,8 +30,7 @@ class Predictor:
 
     run: Callable[[torch.Tensor], torch.Tensor]
     categories: Categories
-    mean: list[float]
-    std: list[float]
+    to_input: Callable[[torch.Tensor], torch.Tensor]
 
     @classmethod
     def from_onnx(cls, path: Path) -> Predictor:
@@ -44,13 +44,13 @@ class Predictor:
         name = spec["input"]["name"]
         categories = Categories.load_json({"categories": [{**c, "isthing": False} for c in spec["classes"]],
                                            "ignore_index": spec["ignore_index"]})
-        return cls(lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0]), categories,
-                   spec["input"]["mean"], spec["input"]["std"])
+        to_input = build(input_spec(spec["input"]["mean"], spec["input"]["std"]), categories.ignore_index)
+        return cls(lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0]), categories, to_input)
 
     @classmethod
     def from_checkpoint(cls, path: Path) -> Predictor:
         trained = TrainedModel.load(path, torch.device("cpu"))
-        return cls(trained.model, trained.categories, trained.normalize["mean"], trained.normalize["std"])
+        return cls(trained.model, trained.categories, trained.input_transform())
 
     @classmethod
     def load(cls, path: str | Path) -> Predictor:
@@ -61,9 +61,8 @@ class Predictor:
 
     @torch.no_grad()
     def labels(self, pixels: np.ndarray) -> torch.Tensor:
-        image = torch.from_numpy(pixels).permute(2, 0, 1).float().div(255)
-        image = (image - torch.tensor(self.mean).view(3, 1, 1)) / torch.tensor(self.std).view(3, 1, 1)
-        return infer(self.run, image.unsqueeze(0), "whole", self.categories.num_classes).argmax(1)[0]
+        images = self.to_input(torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0))
+        return infer(self.run, images, "whole", self.categories.num_classes).argmax(1)[0]
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:

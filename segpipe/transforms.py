@@ -40,13 +40,15 @@ def sample_spec(params: AugmentParams) -> list[dict[str, Any]]:
     return spec
 
 
+def input_spec(mean: list[float], std: list[float], noise_std: float = 0.0) -> list[dict[str, Any]]:
+    """uint8 -> float in [0, 1], gaussian noise when asked, normalise: what every model input goes through."""
+    noise = [{"op": "GaussianNoise", "sigma": noise_std}] if noise_std else []
+    return [{"op": "ToFloat"}, *noise, {"op": "Normalize", "mean": list(mean), "std": list(std)}]
+
+
 def device_spec(params: AugmentParams, train: bool) -> list[dict[str, Any]]:
-    """Batch steps on the model's device: uint8 -> float in [0, 1], noise when training, normalise."""
-    spec: list[dict[str, Any]] = [{"op": "ToFloat"}]
-    if train and params.noise_std:
-        spec.append({"op": "GaussianNoise", "sigma": params.noise_std})
-    spec.append({"op": "Normalize", "mean": list(params.normalize.mean), "std": list(params.normalize.std)})
-    return spec
+    """Batch steps on the model's device: the model input, with noise when training."""
+    return input_spec(params.normalize.mean, params.normalize.std, params.noise_std if train else 0.0)
 
 
 def _build_one(step: dict[str, Any], ignore_index: int) -> v2.Transform:
