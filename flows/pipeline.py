@@ -1,4 +1,4 @@
-"""The ``segmentation-pipeline`` flow: the seven DVC stages as Prefect tasks, in order.
+"""The ``segmentation-pipeline`` flow: the DVC stages (params check, then the seven) as Prefect tasks, in order.
 
 DVC stays the judge of what is stale: each task runs ``dvc repro --single-item <stage>``, so a flow run gives
 the same outputs and caching as ``dvc repro``. Overrides are dotted params keys; a run with overrides is saved
@@ -20,7 +20,7 @@ from prefect.artifacts import create_markdown_artifact
 from segpipe.overrides import dvc_set_args, write_overrides
 from segpipe.stage import telemetry_off
 
-STAGES = ("ingest", "clean", "split", "augment", "train", "evaluate", "export")
+STAGES = ("params", "ingest", "clean", "split", "augment", "train", "evaluate", "export")
 
 
 class StageFailed(RuntimeError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,7 +66,25 @@ class MaskFolderParams(Section):
     mask_encoding: Literal["index", "color"] = "index"
     classes: list[ClassSpec] = Field(default_factory=list)
     label_map: dict[int, int | Literal["ignore"]] = Field(default_factory=dict)
-    ignore_index: int = 255
+    ignore_index: int = Field(255, description="index masks: the source value that means 'not labelled'")
+    ignore_colors: list[tuple[int, int, int]] = Field(
+        default_factory=list, description="colour masks: colours that mean 'not labelled' (e.g. VOC's border)")
+
+    @model_validator(mode="after")
+    def _label_map_targets(self) -> MaskFolderParams:
+        if not self.classes:
+            return self
+        for source, target in self.label_map.items():
+            if target != "ignore" and not 0 <= target < len(self.classes):
+                raise ValueError(
+                    f"label_map maps {source} to {target}, but the classes are 0..{len(self.classes) - 1} "
+                    f"({', '.join(c.name for c in self.classes)}); use a class id or 'ignore'")
+        for color in self.ignore_colors:
+            if any(not 0 <= c <= 255 for c in color):
+                raise ValueError(f"ignore_colors: {list(color)} is not an RGB colour (components 0..255)")
+            if any(tuple(c.color) == tuple(color) for c in self.classes):
+                raise ValueError(f"ignore_colors: {list(color)} is also the colour of a class")
+        return self
 
 
 class IngestParams(Section):
@@ -94,6 +114,7 @@ class CleanParams(Section):
     on_label_out_of_range: Literal["drop", "fail", "to_ignore"] = "drop"
     on_duplicate: Literal["drop", "fail", "keep"] = "drop"
     on_all_ignore: Literal["drop", "fail", "keep"] = "drop"
+    warn_ignore_share: float = Field(0.3, ge=0, le=1, description="warn when more of the mask pixels are ignore")
 
 
 class SplitParams(Section):
@@ -273,25 +294,69 @@ class Params(Section):
     orchestration: OrchestrationParams = OrchestrationParams()
 
 
-def _describe(error: dict[str, Any], source: str) -> str:
-    key = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed at the parent of ``loc`` (for 'did you mean' hints)."""
+    model: Any = Params
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(str(part))
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return []
+        model = field.annotation
+    return list(getattr(model, "model_fields", {}))
+
+
+def _data_loc(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``loc`` without pydantic's union-member tags (``int``, ``list[float]``): only keys the data has."""
+    kept, node = [], data
+    for part in loc:
+        if isinstance(node, dict):
+            match = next((k for k in node if str(k) == str(part)), None)
+            if match is not None:
+                kept.append(part)
+                node = node[match]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            kept.append(part)
+            node = node[part]
+    return tuple(kept)
+
+
+def _describe(error: dict[str, Any], source: str, data: Any) -> str:
+    loc = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
+    if error["type"] != "missing":
+        loc = _data_loc(data, loc) or loc
+    key = ".".join(str(part) for part in loc)
     kind = error["type"]
     if kind == "extra_forbidden":
-        return f"{source}: unknown key '{key}' (check the spelling; see params.yaml in the project for the keys)"
+        close = difflib.get_close_matches(str(loc[-1]), _known_keys(loc), n=1, cutoff=0.6)
+        parent = "".join(f"{part}." for part in loc[:-1])
+        hint = f"did you mean '{parent}{close[0]}'?" if close else "check the spelling; see params.yaml in the project"
+        return f"{source}: unknown key '{key}' ({hint})"
     got = error.get("input")
     detail = error["msg"].removeprefix("Value error, ")
+    if isinstance(got, str) and kind in {"float_type", "int_type", "bool_type"}:
+        detail += "; write it without quotes"
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
     return f"{source}: {key or '<top level>'}: {detail}{shown}"
 
 
 def parse_params(data: dict[str, Any] | None, source: str = "params.yaml") -> Params:
-    """Validate a params mapping; raise :class:`SegpipeError` naming the first bad key."""
+    """Validate a params mapping strictly (no quoted numbers); raise :class:`SegpipeError` naming the first bad key.
+
+    Validation goes through JSON so that YAML lists fill tuples while strict mode still refuses ``"0.003"``
+    for a number or ``1`` for a boolean.
+    """
     try:
-        return Params.model_validate(data or {})
+        text = json.dumps(data or {}, default=str)
+    except (TypeError, ValueError) as exc:
+        raise SegpipeError(f"{source}: holds a value that is not plain YAML data ({exc})") from None
+    try:
+        return Params.model_validate_json(text, strict=True)
     except ValidationError as exc:
-        errors = exc.errors()
+        data = json.loads(text)
+        # of the alternatives a union reports, the one that got deepest into the value says most
+        errors = sorted(exc.errors(), key=lambda e: -len(_data_loc(data, tuple(e["loc"]))))
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise SegpipeError(_describe(errors[0], source) + more) from None
+        raise SegpipeError(_describe(errors[0], source, data) + more) from None
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:

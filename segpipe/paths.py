@@ -9,3 +9,4 @@ CACHE = Path("data/cache")
 REPORTS = Path("reports")
 MODELS = Path("models")
 EXPORT = Path("export")
+PARAMS_CHECK = REPORTS / "params_check.json"

@@ -24,6 +24,11 @@ def telemetry_off() -> None:
         os.environ.setdefault(key, value)
 
 
+def warn(stage: str, message: str) -> None:
+    """Print a one-line warning that the user should read (stderr, so it shows in logs and terminals alike)."""
+    print(f"segpipe {stage}: warning: {message}", file=sys.stderr, flush=True)
+
+
 def stage_main(name: str, run: Callable[[Params], Any], argv: list[str] | None = None) -> None:
     """Run ``run(params)`` with params from ``params.yaml`` (or the path given); exit 1 with one line on error."""
     telemetry_off()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from segpipe.config import Params
 from segpipe.data.canonical import CATEGORIES_FILE, MANIFEST_FILE, Categories, read_manifest, write_manifest
-from segpipe.data.split import class_shares, split
+from segpipe.data.split import class_shares, coverage, split
 from segpipe.fsutil import atomic_dir, write_json
 from segpipe.paths import CLEAN, REPORTS, SPLIT
-from segpipe.stage import stage_main
+from segpipe.stage import stage_main, warn
 
 
 def run(params: Params) -> dict:
@@ -22,9 +22,12 @@ def run(params: Params) -> dict:
         "method": method,
         "sizes": {name: len(frame) for name, frame in parts.items()},
         "class_pixel_share": class_shares(parts, categories.names),
+        **coverage(parts, categories, params.clean.warn_ignore_share),
     }
     write_json(REPORTS / "split.json", report)
     print(f"split ({method}): " + ", ".join(f"{k} {v}" for k, v in report["sizes"].items()))
+    for line in report["warnings"]:
+        warn("split", line)
     return report
 
 

@@ -1,5 +1,6 @@
 """Every defect class clean knows, planted in one tiny mask-folder dataset."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -144,15 +145,31 @@ def test_fail_policy_names_the_file_and_the_fix(defect_dataset, workdir):
     assert "bad_bytes.png" in message and "fix:" in message and "\n" not in message
 
 
-def test_no_valid_sample_left_is_an_error(workdir):
+def test_no_valid_sample_left_writes_the_reports_it_points_at(workdir):
     src = workdir / "src"
-    image, mask = scene()
-    save_pair(src, "only", image, np.full_like(mask, 200))
-    params = parse_params({"base": {"workers": 1}, "ingest": mask_folder_params(src)})
-    manifest = ingest(params, workdir / "data/raw")
-    categories = Categories.load(workdir / "data/raw" / CATEGORIES_FILE)
-    with pytest.raises(SegpipeError, match="no valid sample left"):
-        clean(manifest, categories, params.clean, workdir / "data/clean")
+    for i in range(3):
+        save_pair(src, f"orphan{i}", *scene(seed=i))
+        (src / f"images/orphan{i}.png").unlink()
+    write_params(workdir / "params.yaml", parse_params({"base": {"workers": 1}, "ingest": mask_folder_params(src)}))
+    env = {"PYTHONPATH": str(REPO), "PATH": ""}
+    subprocess.run([sys.executable, "-m", "stages.ingest"], cwd=workdir, env=env, check=True, capture_output=True)
+    failed = subprocess.run([sys.executable, "-m", "stages.clean"], cwd=workdir, env=env, capture_output=True,
+                            text=True)
+    assert failed.returncode == 1
+    assert "3 of 3 dropped: 3 missing_image" in failed.stderr and "reports/clean_rejects.csv" in failed.stderr
+    rejects = pd.read_csv(workdir / "reports/clean_rejects.csv")
+    assert sorted(rejects.sample_id) == ["orphan0", "orphan1", "orphan2"]
+    assert json.loads((workdir / "reports/clean.json").read_text())["dropped_by_reason"] == {"missing_image": 3}
+    assert not (workdir / "data/clean").exists()  # the data output is not half-written
+
+
+def test_repair_rows_name_the_file_that_was_repaired(defect_dataset, workdir):
+    manifest, categories = defect_dataset
+    policy = parse_params({"clean": {"on_size_mismatch": "resize_mask"}}).clean
+    rows = clean(manifest, categories, policy, workdir / "data/clean", workers=1).rejects.set_index("sample_id")
+    assert rows.loc["gray"].file.endswith("images/gray.png")  # converted L to RGB: the image, not the mask
+    assert rows.loc["exif"].file.endswith("images/exif.jpg")
+    assert "/semantic/" in rows.loc["wrong_size"].file  # the resized mask
 
 
 def test_clean_stage_reports_and_errors_without_traceback(defect_dataset, workdir):

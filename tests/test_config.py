@@ -27,6 +27,16 @@ def test_project_params_and_presets_are_valid():
         ({"split": {"val": 0.6, "test": 0.5}}, "split.val + split.test must be below 1"),
         ({"ingest": {"format": "mask_folder"}}, "needs ingest.source"),
         ({"augment": {"scale": [1.0, 0.5]}}, "augment.scale: needs 0 < low <= high"),
+        ({"train": {"optimizer": {"lr": "0.003"}}}, "train.optimizer.lr: Input should be a valid number; write it "
+                                                    "without quotes (got '0.003')"),
+        ({"train": {"channels_last": 1}}, "train.channels_last: Input should be a valid boolean"),
+        ({"augmnet": {"hflip": 0.5}}, "unknown key 'augmnet' (did you mean 'augment'?)"),
+        ({"train": {"optimzer": {}}}, "unknown key 'train.optimzer' (did you mean 'train.optimizer'?)"),
+        ({"ingest": {"format": "mask_folder", "source": "s", "mask_folder": {
+            "classes": [{"name": "bg", "color": [0, 0, 0]}, {"name": "cell", "color": [9, 9, 9]}],
+            "label_map": {255: 2}}}}, "label_map maps 255 to 2, but the classes are 0..1 (bg, cell)"),
+        ({"ingest": {"mask_folder": {"label_map": {7: "3"}}}}, "ingest.mask_folder.label_map.7: Input should be a "
+                                                               "valid integer"),
     ],
 )
 def test_bad_params_give_one_line_naming_the_key(data, expected):

@@ -1,7 +1,10 @@
 """The real thing: `dvc repro` in a fresh git repo holding a copy of the project."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,6 +53,16 @@ def test_repro_runs_all_then_nothing_then_only_what_changed(project):
     assert ran(sh(project, "dvc", "repro")) == {"split", "augment", "train", "evaluate", "export"}
     metrics = sh(project, "dvc", "metrics", "show")
     assert "reports/clean.json" in metrics and "reports/metrics.json" in metrics
+
+    text = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(text.replace("augment:", "augmnet:"))
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    failed = subprocess.run(["dvc", "repro"], cwd=project, capture_output=True, text=True,
+                            env={**os.environ, "PATH": path})
+    assert failed.returncode != 0
+    assert "unknown key 'augmnet' (did you mean 'augment'?)" in failed.stderr
+    assert "missing from 'params.yaml'" not in failed.stderr + failed.stdout  # segpipe's error, not DVC's
+    assert (project / "data/cache/train/image.npy").exists()  # DVC never got to remove augment's outputs
 
 
 def test_default_pipeline_learns(tmp_path):

@@ -63,7 +63,43 @@ def test_colour_masks_map_through_class_colours(workdir):
     labels = load_label(manifest.semantic[0])
     assert labels[0, 0] == 255
     assert np.array_equal(labels.ravel()[1:], mask.ravel()[1:])
-    assert manifest.issue[0].startswith("label_out_of_range") and "(1, 2, 3)" in manifest.issue[0]
+    assert manifest.issue[0].startswith("unknown_color") and "[1, 2, 3]" in manifest.issue[0]
+
+
+def _colour_dataset(src: Path) -> np.ndarray:
+    """One colour mask with VOC's border colour (224, 224, 192) around a box of an unknown colour (9, 9, 9)."""
+    image, mask = scene()
+    rgb = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0]], dtype=np.uint8)[mask]
+    rgb[0, :] = (224, 224, 192)
+    save_pair(src, "a", image, mask)
+    Image.fromarray(rgb).save(src / "masks" / "a.png")
+    return mask
+
+
+def test_colour_masks_declare_ignore_colours(workdir):
+    src = workdir / "src"
+    mask = _colour_dataset(src)
+    manifest = _ingest(workdir, src, mask_folder={"mask_encoding": "color", "ignore_colors": [[224, 224, 192]]})
+    labels = load_label(manifest.semantic[0])
+    assert (labels[0] == 255).all() and np.array_equal(labels[1:], mask[1:])
+    assert manifest.issue[0] == ""  # the border is declared ignore: nothing to report
+
+
+@pytest.mark.parametrize("action", ["drop", "to_ignore"])
+def test_unknown_colour_rows_say_what_was_done_and_the_colour_fix(workdir, action):
+    from segpipe.data.canonical import Categories
+    from segpipe.data.clean import clean
+
+    src = workdir / "src"
+    _colour_dataset(src)
+    manifest = _ingest(workdir, src, mask_folder={"mask_encoding": "color"})
+    policy = parse_params({"clean": {"on_label_out_of_range": action}}).clean
+    categories = Categories.load(workdir / "data/raw/categories.json")
+    row = clean(manifest, categories, policy, workdir / "data/clean", workers=1).rejects.iloc[0]
+    assert row.reason == "unknown_color" and "[224, 224, 192]" in row.detail
+    assert row.action == ("dropped" if action == "drop" else "repaired")
+    assert ("set to ignore" in row.detail) == (action == "to_ignore")
+    assert "ignore_colors" in row.fix and "label_map" not in row.fix
 
 
 def _dataset_bytes(src: Path) -> dict[str, bytes]:

@@ -20,6 +20,7 @@ MANIFEST_FILE = "manifest.parquet"
 PATH_COLUMNS = ("image", "semantic", "instance")
 MANIFEST_COLUMNS = (
     "sample_id", "image", "semantic", "instance", "width", "height", "sha256", "source_split", "source", "issue",
+    "source_values",
 )
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 from segpipe.config import CleanParams
 from segpipe.data.canonical import SEMANTIC_DIR, Categories
 from segpipe.data.imageio import DecodeError, load_image, load_label, save_label
+from segpipe.data.label_stats import binary_mask_hint, coverage_warnings, ignore_share
 from segpipe.errors import SegpipeError
 from segpipe.parallel import parallel_map
 
@@ -24,6 +25,8 @@ FIXES = {
     "size_mismatch": "re-export the mask at the image size, or set clean.on_size_mismatch: resize_mask",
     "label_out_of_range": "add the values to the class list or ingest.mask_folder.label_map, "
     "or set clean.on_label_out_of_range: to_ignore",
+    "unknown_color": "add the colours to ingest.mask_folder.classes (or ingest.mask_folder.ignore_colors when they "
+    "mean 'not labelled'), or set clean.on_label_out_of_range: to_ignore",
     "all_ignore": "label the image or remove it; set clean.on_all_ignore: keep to train on it anyway",
     "duplicate": "remove the copy; set clean.on_duplicate: keep to keep both",
     "converted": "none needed: the image was converted on read",
@@ -32,22 +35,25 @@ FIXES = {
 POLICY = {
     "missing_image": "on_unpaired", "missing_mask": "on_unpaired", "corrupt_image": "on_corrupt",
     "corrupt_mask": "on_corrupt", "size_mismatch": "on_size_mismatch", "label_out_of_range": "on_label_out_of_range",
-    "all_ignore": "on_all_ignore", "duplicate": "on_duplicate",
+    "unknown_color": "on_label_out_of_range", "all_ignore": "on_all_ignore", "duplicate": "on_duplicate",
 }
+TO_IGNORE = {"label_out_of_range", "unknown_color"}  # what clean.on_label_out_of_range: to_ignore repairs
 REJECT_COLUMNS = ["sample_id", "reason", "action", "detail", "file", "fix"]
 
 
 @dataclass
 class Verdict:
-    """What clean decided about one sample: a defect (or none), repairs made, pixel counts per class."""
+    """What clean decided about one sample: a defect (or none), repairs made (reason, detail, file repaired),
+    pixel counts per class and of ignore."""
 
     sample_id: str
     defect: str = ""
     detail: str = ""
     file: str = ""
-    repairs: list[tuple[str, str]] = field(default_factory=list)
+    repairs: list[tuple[str, str, str]] = field(default_factory=list)
     semantic: str = ""
     class_pixels: list[int] = field(default_factory=list)
+    ignore_pixels: int = 0
 
     def reject(self, defect: str, detail: str, file: str) -> Verdict:
         self.defect, self.detail, self.file = defect, detail, file
@@ -63,15 +69,15 @@ def _check(row: dict, categories: Categories, policy: CleanParams, repaired_dir:
     verdict = Verdict(row["sample_id"], semantic=row["semantic"])
     if row["issue"]:
         reason, detail = _ingest_issue(row)
-        if reason != "label_out_of_range" or policy.on_label_out_of_range != "to_ignore":
+        if reason not in TO_IGNORE or policy.on_label_out_of_range != "to_ignore":
             return verdict.reject(reason, detail, row["semantic"] or row["image"] or row["source"])
-        verdict.repairs.append(("label_out_of_range", detail))
+        verdict.repairs.append((reason, detail + "; set to ignore", row["semantic"]))
     try:
         decoded = load_image(row["image"])
     except DecodeError as exc:
         return verdict.reject("corrupt_image", str(exc), row["image"])
     for note in decoded.repairs:
-        verdict.repairs.append(("exif_oriented" if "EXIF" in note else "converted", note))
+        verdict.repairs.append(("exif_oriented" if "EXIF" in note else "converted", note, row["image"]))
     try:
         labels = load_label(row["semantic"]).astype(np.int64)
     except DecodeError as exc:
@@ -93,7 +99,7 @@ def _check(row: dict, categories: Categories, policy: CleanParams, repaired_dir:
         if policy.on_size_mismatch != "resize_mask":
             return verdict.reject("size_mismatch", detail, row["semantic"])
         labels = np.asarray(Image.fromarray(labels.astype(np.int32)).resize((width, height), Image.NEAREST))
-        verdict.repairs.append(("size_mismatch", detail + "; mask resized with nearest"))
+        verdict.repairs.append(("size_mismatch", detail + "; mask resized with nearest", row["semantic"]))
         changed = True
     valid = np.isin(labels, categories.ids + [categories.ignore_index])
     if not valid.all():
@@ -103,15 +109,17 @@ def _check(row: dict, categories: Categories, policy: CleanParams, repaired_dir:
         if policy.on_label_out_of_range != "to_ignore":
             return verdict.reject("label_out_of_range", detail, row["semantic"])
         labels[~valid] = categories.ignore_index
-        verdict.repairs.append(("label_out_of_range", detail + "; set to ignore"))
+        verdict.repairs.append(("label_out_of_range", detail + "; set to ignore", row["semantic"]))
         changed = True
     if (labels == categories.ignore_index).all() and policy.on_all_ignore != "keep":
         return verdict.reject("all_ignore", "every pixel is ignore", row["semantic"])
     if changed:
         verdict.semantic = str(repaired_dir / f"{row['sample_id']}.png")
         save_label(labels, verdict.semantic)
-    counts = np.bincount(labels[labels != categories.ignore_index].ravel(), minlength=categories.num_classes)
+    ignored = labels == categories.ignore_index
+    counts = np.bincount(labels[~ignored].ravel(), minlength=categories.num_classes)
     verdict.class_pixels = counts[: categories.num_classes].tolist()
+    verdict.ignore_pixels = int(ignored.sum())
     return verdict
 
 
@@ -142,10 +150,50 @@ class CleanResult:
     rejects: pd.DataFrame
     summary: dict
 
+    def raise_if_empty(self) -> None:
+        """Fail when no sample survived, naming the most common reason (call after writing the reports)."""
+        if not self.manifest.empty:
+            return
+        by_reason = sorted(self.summary["dropped_by_reason"].items(), key=lambda kv: -kv[1])
+        reasons = ", ".join(f"{count} {reason}" for reason, count in by_reason)
+        raise SegpipeError(f"no valid sample left after cleaning: {self.summary['dropped']} of "
+                           f"{self.summary['checked']} dropped: {reasons}; see reports/clean_rejects.csv for each "
+                           f"file and its fix")
+
+
+def _report_rows(verdicts: list[Verdict]) -> pd.DataFrame:
+    rows = []
+    for verdict in verdicts:
+        for reason, detail, file in verdict.repairs:
+            rows.append([verdict.sample_id, reason, "repaired", detail, file, FIXES[reason]])
+        if verdict.defect:
+            rows.append([verdict.sample_id, verdict.defect, "dropped", verdict.detail, verdict.file,
+                         FIXES[verdict.defect]])
+    return pd.DataFrame(rows, columns=REJECT_COLUMNS)
+
+
+def _coverage(kept: list[Verdict], source_values: list, categories: Categories, threshold: float) -> dict:
+    """Pixels per class and of ignore over the kept samples, with warnings for what would pass silently."""
+    pixels = np.array([v.class_pixels for v in kept], dtype=np.int64).reshape(-1, categories.num_classes).sum(0)
+    ignored = sum(v.ignore_pixels for v in kept)
+    warnings = coverage_warnings(pixels, ignored, categories, threshold, "kept samples") if kept else []
+    hint = binary_mask_hint(source_values, pixels, categories)
+    if hint:
+        warnings.append(hint)
+    return {
+        "class_pixels": dict(zip(categories.names, pixels.tolist(), strict=True)),
+        "ignore_share": round(ignore_share(pixels, ignored), 5),
+        "classes_without_pixels": [categories.names[i] for i in np.flatnonzero(pixels == 0)],
+        "warnings": warnings,
+    }
+
 
 def clean(manifest: pd.DataFrame, categories: Categories, policy: CleanParams, out_dir: Path,
           workers: int = 0) -> CleanResult:
-    """Check every sample of ``manifest``; repaired masks are written under ``out_dir/semantic``."""
+    """Check every sample of ``manifest``; repaired masks are written under ``out_dir/semantic``.
+
+    The result may hold no sample at all: write its reports, then call :meth:`CleanResult.raise_if_empty`.
+    """
     if manifest.empty:
         raise SegpipeError("the ingested dataset is empty; check ingest.source and the folder names in params.yaml")
     repaired_dir = out_dir / SEMANTIC_DIR
@@ -156,28 +204,21 @@ def clean(manifest: pd.DataFrame, categories: Categories, policy: CleanParams, o
         _mark_duplicates(manifest, verdicts)
     _raise_on_fail(verdicts, policy)
 
-    rows = []
-    for verdict in verdicts:
-        for reason, detail in verdict.repairs:
-            rows.append([verdict.sample_id, reason, "repaired", detail, verdict.semantic, FIXES[reason]])
-        if verdict.defect:
-            fix = FIXES[verdict.defect]
-            rows.append([verdict.sample_id, verdict.defect, "dropped", verdict.detail, verdict.file, fix])
-    rejects = pd.DataFrame(rows, columns=REJECT_COLUMNS)
+    rejects = _report_rows(verdicts)
     keep = [not v.defect for v in verdicts]
+    kept_verdicts = [v for v in verdicts if not v.defect]
     kept = manifest[keep].copy()
-    if kept.empty:
-        raise SegpipeError(
-            f"no valid sample left after cleaning ({len(manifest)} checked); see reports/clean_rejects.csv for why"
-        )
-    kept["semantic"] = [v.semantic for v in verdicts if not v.defect]
-    kept["class_pixels"] = [v.class_pixels for v in verdicts if not v.defect]
-    kept = kept.drop(columns=["issue"]).reset_index(drop=True)
+    kept["semantic"] = [v.semantic for v in kept_verdicts]
+    kept["class_pixels"] = [v.class_pixels for v in kept_verdicts]
+    kept["ignore_pixels"] = [v.ignore_pixels for v in kept_verdicts]
+    source_values = kept["source_values"].tolist() if "source_values" in kept else []
+    kept = kept.drop(columns=["issue", "source_values"], errors="ignore").reset_index(drop=True)
     dropped = rejects[rejects.action == "dropped"]
     summary = {
         "checked": len(manifest), "kept": len(kept), "dropped": len(dropped),
         "repaired": int(rejects[rejects.action == "repaired"].sample_id.nunique()),
         "dropped_by_reason": dropped.reason.value_counts().sort_index().to_dict(),
         "repaired_by_reason": rejects[rejects.action == "repaired"].reason.value_counts().sort_index().to_dict(),
+        **_coverage(kept_verdicts, source_values, categories, policy.warn_ignore_share),
     }
     return CleanResult(kept, rejects, summary)

@@ -42,13 +42,14 @@ class MaskFolderSample:
     encoding: str
     lookup: tuple[tuple[int, int], ...]
     colors: tuple[tuple[int, int, int], ...]
+    ignore_colors: tuple[tuple[int, int, int], ...]
     ignore: int
 
     def materialize(self, out_dir: Path) -> dict:
         row = {
             "sample_id": self.sample_id, "image": "", "semantic": "", "instance": "", "width": 0, "height": 0,
             "sha256": "", "source_split": self.source_split, "issue": "",
-            "source": str(self.image or self.mask),
+            "source": str(self.image or self.mask), "source_values": [],
         }
         if self.image is None:
             row["issue"] = f"missing_image: mask {self.mask} has no image with the same stem"
@@ -64,33 +65,40 @@ class MaskFolderSample:
             row["issue"] = f"missing_mask: image {self.image} has no mask with the same stem"
             return row
         try:
-            labels, unknown = self._labels()
+            labels = self._color_labels(row) if self.encoding == "color" else self._index_labels(row)
         except DecodeError as exc:
             row["issue"] = f"corrupt_mask: {exc}"
             return row
         semantic = out_dir / SEMANTIC_DIR / f"{self.sample_id}.png"
         save_label(labels, semantic)
         row["semantic"] = str(semantic)
-        if unknown:
-            row["issue"] = f"label_out_of_range: colours {unknown} in {self.mask} are not class colours (set to ignore)"
         return row
 
-    def _labels(self) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
-        if self.encoding == "color":
-            rgb = load_color_label(self.mask).astype(np.int64)
-            packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-            labels = np.full(packed.shape, self.ignore, dtype=np.int64)
-            known = np.zeros(packed.shape, dtype=bool)
-            for class_id, (r, g, b) in enumerate(self.colors):
-                hit = packed == ((r << 16) | (g << 8) | b)
-                labels[hit], known[hit] = class_id, True
-            unknown = sorted({(int(v >> 16), int((v >> 8) & 255), int(v & 255)) for v in np.unique(packed[~known])})
-            return labels, unknown[:5]
+    def _color_labels(self, row: dict) -> np.ndarray:
+        """Class ids from colours; colours of no class and no ignore colour become ignore and are reported."""
+        rgb = load_color_label(self.mask).astype(np.int64)
+        packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+        labels = np.full(packed.shape, self.ignore, dtype=np.int64)
+        known = np.zeros(packed.shape, dtype=bool)
+        for class_id, (r, g, b) in enumerate(self.colors):
+            hit = packed == ((r << 16) | (g << 8) | b)
+            labels[hit], known[hit] = class_id, True
+        for r, g, b in self.ignore_colors:
+            known |= packed == ((r << 16) | (g << 8) | b)
+        unknown = sorted({(int(v >> 16), int((v >> 8) & 255), int(v & 255)) for v in np.unique(packed[~known])})
+        if unknown:
+            shown = [list(c) for c in unknown[:5]] + (["..."] if len(unknown) > 5 else [])
+            row["issue"] = f"unknown_color: colours {shown} in {self.mask} are neither class colours nor ignore_colors"
+        return labels
+
+    def _index_labels(self, row: dict) -> np.ndarray:
+        """Class ids from source values through the lookup; the source values are kept for clean's hints."""
         raw = load_label(self.mask).astype(np.int64)
+        row["source_values"] = np.unique(raw).tolist()
         labels = raw.copy()
         for source, target in self.lookup:
             labels[raw == source] = target
-        return labels, []
+        return labels
 
 
 def _files(folder: Path, suffixes: set[str], strip: str = "") -> dict[str, Path]:
@@ -109,6 +117,7 @@ def plan(root: Path, params: MaskFolderParams) -> tuple[Categories, list[MaskFol
     categories = categories_from(params)
     lookup = tuple(sorted(label_lookup(params, categories.ignore_index).items()))
     colors = tuple(tuple(c.color) for c in params.classes)
+    ignore_colors = tuple(tuple(c) for c in params.ignore_colors)
     groups = {"": (params.images, params.masks)}
     if params.splits:
         groups = {name: (folders.images, folders.masks) for name, folders in params.splits.items()}
@@ -120,7 +129,7 @@ def plan(root: Path, params: MaskFolderParams) -> tuple[Categories, list[MaskFol
             sample_id = f"{split}_{stem}" if split else stem
             samples.append(
                 MaskFolderSample(sample_id, images.get(stem), masks.get(stem), split, params.mask_encoding,
-                                 lookup, colors, categories.ignore_index)
+                                 lookup, colors, ignore_colors, categories.ignore_index)
             )
     if not samples:
         raise SegpipeError(f"{root}: no images or masks found; check ingest.mask_folder.images/masks/splits")

@@ -8,6 +8,8 @@ from sklearn.cluster import KMeans
 from sklearn.model_selection import train_test_split
 
 from segpipe.config import SplitParams
+from segpipe.data.canonical import Categories
+from segpipe.data.label_stats import coverage_warnings, ignore_share, missing_from_eval_splits
 from segpipe.errors import SegpipeError
 
 SPLITS = ("train", "val", "test")
@@ -72,3 +74,28 @@ def class_shares(parts: dict[str, pd.DataFrame], names: list[str]) -> dict[str, 
         total = max(totals.sum(), 1.0)
         shares[split_name] = {name: round(float(v / total), 5) for name, v in zip(names, totals, strict=True)}
     return shares
+
+
+def _pixels(frame: pd.DataFrame, num_classes: int) -> tuple[np.ndarray, int]:
+    if frame.empty:
+        return np.zeros(num_classes, dtype=np.int64), 0
+    pixels = np.array(frame.class_pixels.tolist(), dtype=np.int64).sum(axis=0)
+    return pixels, int(frame.ignore_pixels.sum()) if "ignore_pixels" in frame else 0
+
+
+def coverage(parts: dict[str, pd.DataFrame], categories: Categories, threshold: float) -> dict:
+    """Per split: classes with no pixels and the ignore share; warnings for train gaps, eval gaps and ignore."""
+    counted = {name: _pixels(frame, categories.num_classes) for name, frame in parts.items()}
+    warnings = []
+    for name, (pixels, ignored) in counted.items():
+        if name == "train":
+            warnings += coverage_warnings(pixels, ignored, categories, threshold, name)
+        elif ignore_share(pixels, ignored) > threshold:
+            warnings += coverage_warnings(np.ones_like(pixels), ignored, categories, threshold, name)[-1:]
+    warnings += missing_from_eval_splits({name: pixels for name, (pixels, _) in counted.items()}, categories)
+    return {
+        "classes_without_pixels": {name: [categories.names[i] for i in np.flatnonzero(pixels == 0)]
+                                   for name, (pixels, _) in counted.items() if len(parts[name])},
+        "ignore_share": {name: round(ignore_share(pixels, ignored), 5) for name, (pixels, ignored) in counted.items()},
+        "warnings": warnings,
+    }

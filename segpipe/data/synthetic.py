@@ -146,6 +146,7 @@ class SyntheticSample:
             "sample_id": sample_id, **{k: str(v) for k, v in paths.items()},
             "width": self.size[1], "height": self.size[0], "sha256": sha256_file(paths["image"]),
             "source_split": "", "source": f"synthetic(seed={self.seed}, index={self.index})", "issue": "",
+            "source_values": [],
         }
 
 
