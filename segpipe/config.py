@@ -163,6 +163,14 @@ class AugmentParams(Section):
             raise ValueError("needs 0 < low <= high")
         return value
 
+    @model_validator(mode="after")
+    def _crop_fits_cache(self) -> AugmentParams:
+        crop, cache = self.crop_size, self.cache_size
+        if crop and cache and (crop[0] > cache[0] or crop[1] > cache[1]):
+            raise ValueError(f"crop_size {list(crop)} is larger than cache_size {list(cache)}: every training "
+                             f"sample would be upsampled; use a crop of at most {list(cache)}")
+        return self
+
 
 ModelName = Literal[
     "unet", "fcn_resnet50", "deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import subprocess
 import time
@@ -171,8 +172,23 @@ def _log_models(params: TrackingParams, run_id: str, op: dict[str, Any]) -> None
                               registered_model_name=op["registered_model"], pip_requirements=op["onnx_requirements"],
                               save_as_external_data=False)
         model = torch.load(op["pytorch"], weights_only=False)
-        mlflow.pytorch.log_model(model, name="pytorch_model", signature=signature, serialization_format="pickle",
-                                 pip_requirements=op["torch_requirements"])
+        # Pickle on purpose: the pt2 format freezes the input size, while these models take any size. MLflow
+        # warns about pickle on every call; the README says to load pickled models only from runs you trust.
+        with _quiet_logger("mlflow.pytorch"):
+            mlflow.pytorch.log_model(model, name="pytorch_model", signature=signature,
+                                     serialization_format="pickle", pip_requirements=op["torch_requirements"])
+
+
+@contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Silence a library logger's warnings for the duration of a block."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _unreachable(exc: Exception) -> bool:

@@ -6,7 +6,7 @@ import pandas as pd
 import torch
 
 from segpipe.config import Params
-from segpipe.data.cache import build_split_cache, target_size
+from segpipe.data.cache import build_split_cache, check_crop_fits, target_size
 from segpipe.data.canonical import CATEGORIES_FILE, Categories, read_manifest
 from segpipe.data.dataset import CachedSegmentation
 from segpipe.data.split import SPLITS
@@ -23,7 +23,8 @@ def run(params: Params) -> dict:
     """Build data/cache/<split>/ arrays, data/cache/augment_policy.json and reports/augment_preview.png."""
     categories = Categories.load(SPLIT / CATEGORIES_FILE)
     parts = {name: read_manifest(SPLIT / f"{name}.parquet") for name in SPLITS}
-    size = target_size(pd.concat(parts.values()), params.augment.cache_size, "all")
+    size = target_size(pd.concat(parts.values()), params.augment.cache_size)
+    check_crop_fits(params.augment.crop_size, size, from_cache_size=params.augment.cache_size is not None)
     label_dtype = "uint8" if categories.ignore_index == 255 else "uint16"
     with_instances = bool((parts["train"].instance != "").all()) and any(c.isthing for c in categories.items)
     policy = {
@@ -31,6 +32,7 @@ def run(params: Params) -> dict:
         "device_train": device_spec(params.augment, train=True),
         "device_eval": device_spec(params.augment, train=False),
         "size": list(size),
+        "train_size": list(params.augment.crop_size or size),
         "ignore_index": categories.ignore_index,
         "normalize": params.augment.normalize.model_dump(),
     }

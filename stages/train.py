@@ -44,7 +44,7 @@ def run(params: Params) -> FitState:
         state, best = fit(trainer, CHECKPOINT, _fingerprint(params), on_start, on_epoch)
         if runtime.is_main:
             checkpoint.save({"model": best, "config": trainer.config, "categories": trainer.categories.to_json(),
-                             "normalize": trainer.policy["normalize"], "train_size": trainer.policy["size"],
+                             "normalize": trainer.policy["normalize"], "train_size": trainer.policy["train_size"],
                              "epoch": state.best_epoch, "val_miou": state.best_miou}, MODELS / "model.pt")
             tracking.save_run_id(state.run_id, tracking.tracking_uri(params.tracking))
             tracking.log_artifacts(params, state.run_id, [HISTORY])

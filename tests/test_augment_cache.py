@@ -65,5 +65,22 @@ def test_cache_size_resizes_and_mixed_sizes_need_it(workdir):
     assert set(np.unique(semantic)) <= set(range(6))
     frame = read_manifest(SPLIT / "train.parquet")
     frame.loc[0, "width"] = 99
-    with pytest.raises(SegpipeError, match="set augment.cache_size"):
-        target_size(frame, None, "train")
+    with pytest.raises(SegpipeError, match="set augment.cache_size") as info:
+        target_size(frame, None)
+    assert str(info.value).startswith("the images differ in size (")  # not "all images differ"
+
+
+def test_a_crop_larger_than_the_images_is_refused(workdir):
+    params = tiny_params(augment={"crop_size": [80, 48], "preview_samples": 2})  # the scenes are 64x64
+    with pytest.raises(SegpipeError) as info:
+        run_data_stages(params)
+    assert str(info.value) == ("augment.crop_size [80, 48] is larger than the images the cache holds (64x64 height "
+                               "x width, the size of every image); set crop_size to at most [64, 64]")
+    assert not CACHE.exists()
+    with pytest.raises(SegpipeError, match="crop_size .80, 48. is larger than cache_size .64, 64."):
+        tiny_params(augment={"crop_size": [80, 48], "cache_size": [64, 64]})
+
+
+def test_policy_records_the_crop_the_model_trains_on(workdir):
+    policy = run_data_stages(tiny_params(augment={"crop_size": [48, 40], "preview_samples": 2}))
+    assert policy["size"] == [64, 64] and policy["train_size"] == [48, 40]

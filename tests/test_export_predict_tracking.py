@@ -12,7 +12,7 @@ from PIL import Image
 
 from segpipe.data.imageio import load_label
 from segpipe.fsutil import working_directory
-from tests.conftest import ALL_STAGES, REPO, run_stages, tiny_train_params
+from tests.conftest import ALL_STAGES, REPO, run_stages, tiny_train_params, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -22,6 +22,7 @@ def pipeline(tmp_path_factory) -> Path:
     """A tiny project that went through all seven stages in-process."""
     root = tmp_path_factory.mktemp("pipeline")
     with working_directory(root):
+        write_params(root / "params.yaml", tiny_train_params())
         run_stages(tiny_train_params(), ALL_STAGES)
     return root
 
@@ -34,6 +35,7 @@ def test_export_parity_and_contract(pipeline):
     assert contract["input"]["layout"] == "NCHW" and contract["input"]["channel_order"] == "RGB"
     assert [c["name"] for c in contract["classes"]] == ["sky", "grass", "road", "disc", "box", "triangle"]
     assert contract["output"]["name"] == "logits"
+    assert contract["input"]["train_size"] == [48, 48]  # the crop the model trained on, not the 64x64 cache
 
 
 def test_evaluate_reports(pipeline):
@@ -95,3 +97,11 @@ def test_mlflow_run_holds_the_whole_pipeline(pipeline):
     assert {m.name for m in logged} >= {"onnx_model", "pytorch_model"}
     versions = client.search_model_versions("name='segpipe-semantic'")
     assert versions and versions[0].run_id == run_id
+
+
+def test_export_logs_the_models_without_mlflow_pickle_warning(pipeline):
+    done = subprocess.run([sys.executable, "-m", "stages.export"], cwd=pipeline, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert "argmax agreement" in done.stdout
+    assert "Pickle" not in done.stderr and "WARNING" not in done.stderr, done.stderr

@@ -16,7 +16,7 @@ from segpipe.parallel import parallel_map
 IMAGE_FILE, SEMANTIC_FILE, INSTANCE_FILE, SAMPLES_FILE = "image.npy", "semantic.npy", "instance.npy", "samples.parquet"
 
 
-def target_size(frame: pd.DataFrame, cache_size: tuple[int, int] | None, split: str) -> tuple[int, int]:
+def target_size(frame: pd.DataFrame, cache_size: tuple[int, int] | None) -> tuple[int, int]:
     """(height, width) of the cached arrays: ``cache_size``, or the one size that every image shares."""
     if cache_size:
         return int(cache_size[0]), int(cache_size[1])
@@ -24,10 +24,22 @@ def target_size(frame: pd.DataFrame, cache_size: tuple[int, int] | None, split: 
     if len(sizes) != 1:
         examples = ", ".join(f"{sid} {w}x{h}" for (h, w), sid in list(sizes.items())[:3])
         raise SegpipeError(
-            f"{split} images differ in size ({examples}); set augment.cache_size: [height, width] to resize them"
+            f"the images differ in size ({examples}, width x height); set augment.cache_size: [height, width] "
+            f"to resize them once"
         )
     (height, width), _ = next(iter(sizes.items()))
     return int(height), int(width)
+
+
+def check_crop_fits(crop_size: tuple[int, int] | None, size: tuple[int, int], from_cache_size: bool) -> None:
+    """Refuse a training crop larger than the cached images: it would upsample every sample it trains on."""
+    if not crop_size or (crop_size[0] <= size[0] and crop_size[1] <= size[1]):
+        return
+    what = "augment.cache_size" if from_cache_size else "the size of every image"
+    raise SegpipeError(
+        f"augment.crop_size [{crop_size[0]}, {crop_size[1]}] is larger than the images the cache holds "
+        f"({size[0]}x{size[1]} height x width, {what}); set crop_size to at most [{size[0]}, {size[1]}]"
+    )
 
 
 def resize_image(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
