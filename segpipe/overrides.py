@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from segpipe.config import Params, parse_params
 from segpipe.errors import SegpipeError
@@ -29,13 +32,52 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return out
 
 
+def _round_trip_yaml() -> YAML:
+    """A ruamel.yaml that keeps comments, key order, quotes and flow style, and writes ``null`` as ``null``."""
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.width = 4096
+    rt.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    return rt
+
+
+def _flow(value: Any) -> Any:
+    """Lists and mappings given as override values, in flow style like the rest of params.yaml."""
+    if isinstance(value, dict):
+        node = CommentedMap((k, _flow(v)) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        node = CommentedSeq(_flow(v) for v in value)
+    else:
+        return value
+    node.fa.set_flow_style()
+    return node
+
+
+def edit_params_text(text: str, overrides: dict[str, Any]) -> str:
+    """``text`` with each dotted key set; every other line (comments, order, formatting) stays as it was."""
+    rt = _round_trip_yaml()
+    document = rt.load(text) or CommentedMap()
+    for dotted, value in overrides.items():
+        node = document
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            if key not in node:
+                node[key] = CommentedMap()
+            node = node[key]
+        node[leaf] = _flow(value)
+    out = io.StringIO()
+    rt.dump(document, out)
+    return out.getvalue()
+
+
 def write_overrides(params_path: Path, overrides: dict[str, Any]) -> Params:
-    """Validate ``overrides`` against params.yaml and write the result (as ``dvc exp run -S`` would)."""
-    data = yaml.safe_load(params_path.read_text()) or {}
-    merged = apply_overrides(data, overrides)
+    """Validate ``overrides`` against params.yaml and change only their lines in the file (as ``dvc exp run -S``)."""
+    text = params_path.read_text()
+    merged = apply_overrides(yaml.safe_load(text) or {}, overrides)
     params = parse_params(merged, f"{params_path} with overrides")
     if overrides:
-        write_atomic(params_path, lambda p: p.write_text(yaml.safe_dump(merged, sort_keys=False)))
+        edited = edit_params_text(text, overrides)
+        write_atomic(params_path, lambda p: p.write_text(edited))
     return params
 
 
