@@ -35,7 +35,7 @@ def stage_environment() -> dict[str, str]:
     """The environment for dvc and the stages: telemetry off, this Python's tools first on PATH."""
     telemetry_off()
     bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
 
 
 def _failure(stage: str, output: str) -> StageFailed:
@@ -56,14 +56,28 @@ def _retry_if_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefec
     return False
 
 
+# DVC's hints after every stage are for people at a shell; in a flow's logs they are noise
+DVC_HINTS = ("To track the changes with git, run:", "git add ", "To enable auto staging, run:",
+             "dvc config core.autostage true", "Use `dvc push` to send your updates to remote storage.")
+
+
+def _worth_logging(line: str) -> bool:
+    return bool(line.strip()) and not line.strip().startswith(DVC_HINTS)
+
+
 @task(task_run_name="{stage}", retry_condition_fn=_retry_if_transient)
 def run_stage(stage: str, project: str) -> str:
-    """Run one stage through DVC; returns 'ran' or 'up to date'."""
-    done = subprocess.run(["dvc", "repro", "--single-item", stage], cwd=project, env=stage_environment(),
-                          capture_output=True, text=True)
-    output = done.stdout + done.stderr
-    get_run_logger().info("%s", output.strip()[-4000:])
-    if done.returncode != 0:
+    """Run one stage through DVC, streaming its output into the task's log; returns 'ran' or 'up to date'."""
+    logger = get_run_logger()
+    lines = []
+    with subprocess.Popen(["dvc", "repro", "--single-item", stage], cwd=project, env=stage_environment(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
+        for line in process.stdout:
+            lines.append(line)
+            if _worth_logging(line):
+                logger.info("%s", line.rstrip())
+    output = "".join(lines)
+    if process.returncode != 0:
         raise _failure(stage, output)
     return "ran" if f"Running stage '{stage}'" in output else "up to date"
 

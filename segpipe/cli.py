@@ -13,7 +13,9 @@ from segpipe.stage import telemetry_off
 
 def _preset(args: argparse.Namespace) -> None:
     if not args.name:
-        print("\n".join(presets.available()))
+        names = presets.available()
+        width = max(len(n) for n in names)
+        print("\n".join(f"{name:<{width}}  {presets.description(name)}" for name in names))
         return
     path = presets.apply(args.name, args.params)
     print(f"wrote preset {args.name} to {path} (previous params in {path}.bak); now run: dvc repro")
@@ -50,18 +52,28 @@ def _sync_tracking(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segpipe", description="Reproducible image-segmentation pipeline.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    preset = sub.add_parser("preset", help="write a shipped params preset to params.yaml (no name: list them)")
-    preset.add_argument("name", nargs="?")
-    preset.add_argument("--params", default="params.yaml")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+
+    def command(name: str, summary: str, details: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=f"{summary[0].upper()}{summary[1:]}. {details}",
+                              formatter_class=formatter)
+
+    preset = command("preset", "write a shipped params preset to params.yaml",
+                     "Without a name, list the presets with what each is for. The old file is kept as <params>.bak.")
+    preset.add_argument("name", nargs="?", help="preset to write (omit to list them)")
+    preset.add_argument("--params", default="params.yaml", help="params file to write")
     preset.set_defaults(func=_preset)
-    predict = sub.add_parser("predict", help="segment images (files, folders or globs) with an exported model")
+    predict = command("predict", "segment images with a trained or exported model",
+                      "Writes a label PNG and a colour overlay per image; unreadable files are skipped and named.")
     predict.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-    predict.add_argument("--model", default="export/model.onnx", help="export/model.onnx or models/model.pt")
+    predict.add_argument("--model", default="export/model.onnx",
+                         help="an exported ONNX model or a checkpoint (models/model.pt)")
     predict.add_argument("--out", default="predictions", help="output folder")
     predict.set_defaults(func=_predict)
-    sync = sub.add_parser("sync-tracking", help="send MLflow calls queued while the tracking server was down")
-    sync.add_argument("--params", default="params.yaml")
+    sync = command("sync-tracking", "send MLflow calls queued while the tracking server was down",
+                   "Replays .segpipe/mlflow_outbox.jsonl in order to the tracking server of the params.")
+    sync.add_argument("--params", default="params.yaml", help="params file whose tracking section names the server")
     sync.set_defaults(func=_sync_tracking)
     return parser
 

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
-from tqdm.auto import tqdm
 
 from segpipe.distributed import Runtime, all_reduce_sum
 from segpipe.metrics import ConfusionMatrix
+from segpipe.progress import progress
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -66,7 +66,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, op
     """One pass over ``loader``; returns the mean loss (over all processes) and images per second."""
     model.train()
     total = len(loader) if settings.max_steps is None else min(len(loader), settings.max_steps)
-    bar = tqdm(total=total, desc=description, disable=not runtime.is_main or None, dynamic_ncols=True, leave=False)
+    bar = progress(total, description, unit="step", enabled=runtime.is_main, leave=False)
     sums = torch.zeros(2, dtype=torch.float64)  # loss * images, images
     start = time.perf_counter()
     for step, batch in enumerate(loader):

@@ -10,7 +10,6 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from segpipe import checkpoint
 from segpipe.config import EvaluateParams
@@ -19,6 +18,7 @@ from segpipe.data.dataset import DecodingSegmentation
 from segpipe.errors import SegpipeError
 from segpipe.inference import infer
 from segpipe.metrics import BoundaryF1, ConfusionMatrix
+from segpipe.progress import track
 from segpipe.training import build_model
 from segpipe.transforms import build, input_spec
 
@@ -69,7 +69,7 @@ def evaluate(trained: TrainedModel, manifest_path: Path, params: EvaluateParams,
     to_input = trained.input_transform()
     loader = DataLoader(DecodingSegmentation(manifest), batch_size=1, num_workers=workers)
     samples = []
-    for batch in tqdm(loader, desc="evaluate", disable=None, dynamic_ncols=True):
+    for batch in track(loader, len(manifest), "evaluate"):
         images = to_input(batch["image"].to(device))
         logits = infer(trained.model, images, params.mode, num_classes, params.window, params.stride)
         prediction, target = logits.argmax(1).cpu(), batch["semantic"].long()

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
-from tqdm.auto import tqdm
+from segpipe.progress import progress
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -25,7 +25,7 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T] | Iterable[T], *, work
     """
     items = list(items)
     n_proc = min(resolve_workers(workers), max(1, len(items)))
-    bar = tqdm(total=len(items), desc=desc, unit="img", disable=None, dynamic_ncols=True)
+    bar = progress(len(items), desc)
     try:
         if n_proc == 1:
             results = []

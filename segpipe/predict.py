@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from segpipe.data.canonical import Categories
 from segpipe.data.imageio import DecodeError, load_image, save_label
@@ -20,6 +19,7 @@ from segpipe.errors import SegpipeError
 from segpipe.evaluation import TrainedModel
 from segpipe.fsutil import atomic_path
 from segpipe.inference import infer
+from segpipe.progress import track
 from segpipe.transforms import build, input_spec
 from segpipe.viz import overlay
 
@@ -92,7 +92,7 @@ def predict(predictor: Predictor, inputs: list[str], out_dir: Path) -> PredictRe
         raise SegpipeError(f"no images found in {' '.join(inputs)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     report = PredictReport()
-    for path in tqdm(files, desc="predict", unit="img", disable=None, dynamic_ncols=True):
+    for path in track(files, len(files), "predict"):
         try:
             pixels = load_image(path).pixels
         except DecodeError as exc:

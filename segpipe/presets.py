@@ -18,6 +18,13 @@ def available() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+def description(name: str) -> str:
+    """The first comment line of preset ``name`` (what it is for)."""
+    text = (resources.files("segpipe") / "presets" / f"{name}.yaml").read_text()
+    comments = [line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")]
+    return comments[0] if comments else ""
+
+
 def preset_text(name: str) -> str:
     """The YAML text of preset ``name`` as shipped (it sets only what differs from the defaults), validated."""
     if name not in available():

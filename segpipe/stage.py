@@ -32,6 +32,8 @@ def warn(stage: str, message: str) -> None:
 def stage_main(name: str, run: Callable[[Params], Any], argv: list[str] | None = None) -> None:
     """Run ``run(params)`` with params from ``params.yaml`` (or the path given); exit 1 with one line on error."""
     telemetry_off()
+    if hasattr(sys.stdout, "reconfigure"):  # lines reach `dvc repro > log` and the flow logs as they happen
+        sys.stdout.reconfigure(line_buffering=True)
     args = sys.argv[1:] if argv is None else argv
     try:
         run(load_params(args[0] if args else "params.yaml"))

@@ -159,14 +159,24 @@ def _execute(params: TrackingParams, op: dict[str, Any]) -> None:
         raise ValueError(f"unknown tracking operation {kind}")
 
 
+def _any_size_signature(inputs: Any, outputs: Any) -> Any:
+    """A model signature whose batch, height and width are free (-1), like the exported model's dynamic axes."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    def spec(array: Any, name: str) -> Schema:
+        return Schema([TensorSpec(array.dtype, (-1, array.shape[1], -1, -1), name)])
+
+    return ModelSignature(inputs=spec(inputs, "images"), outputs=spec(outputs, "logits"))
+
+
 def _log_models(params: TrackingParams, run_id: str, op: dict[str, Any]) -> None:
     import numpy as np
     import onnx
     import torch
-    from mlflow.models import infer_signature
 
     example = np.load(op["example"])
-    signature = infer_signature(example["input"], example["output"])
+    signature = _any_size_signature(example["input"], example["output"])
     with _fluent_store(params) as mlflow, mlflow.start_run(run_id=run_id, log_system_metrics=False):
         mlflow.onnx.log_model(onnx.load(op["onnx"]), name="onnx_model", signature=signature,
                               registered_model_name=op["registered_model"], pip_requirements=op["onnx_requirements"],
@@ -298,7 +308,13 @@ def finish(params: Params, run_id: str, status: str = "FINISHED") -> None:
 
 
 def save_run_id(run_id: str, uri: str, path: Path = RUN_FILE) -> None:
-    write_json(path, {"run_id": run_id, "tracking_uri": uri})
+    """Write both ids of the run: segpipe's local one and MLflow's (the one the console and the UI show)."""
+    write_json(path, {
+        "run_id": run_id, "mlflow_run_id": server_run_id(run_id), "tracking_uri": uri,
+        "about": "run_id is segpipe's local id (it keys the tracking outbox); mlflow_run_id is the run's id in "
+                 "MLflow at tracking_uri, null while the run still waits in .segpipe/mlflow_outbox.jsonl (once "
+                 "delivered, .segpipe/mlflow_run_ids.json maps one to the other)",
+    })
 
 
 def load_run_id(path: Path = RUN_FILE) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from segpipe.engine import StepSettings, eval_loader, train_loader, train_one_ep
 from segpipe.losses import build_loss, median_frequency_weights
 from segpipe.models import create_model
 from segpipe.optim import build_optimizer, build_scheduler
+from segpipe.progress import duration
 from segpipe.transforms import build
 
 EpochCallback = Callable[["FitState", dict[str, Any]], None]
@@ -137,6 +139,14 @@ def resume_state(trainer: Trainer, path: Path, fingerprint: str) -> tuple[FitSta
     return state, saved.get("best_model"), f"resuming after epoch {state.epoch} from {path};"
 
 
+def epoch_line(row: dict[str, Any], epochs: int, seconds_per_epoch: float) -> str:
+    """One line per epoch for logs: losses, validation metrics, speed and the time left."""
+    left = duration(seconds_per_epoch * (epochs - row["epoch"]))
+    return (f"train: epoch {row['epoch']}/{epochs} train_loss {row['train_loss']:.4f} val_loss {row['val_loss']:.4f} "
+            f"val_miou {row['val_miou']:.4f} val_pixel_accuracy {row['val_pixel_accuracy']:.4f} | "
+            f"{row['images_per_s']:.1f} img/s | {duration(seconds_per_epoch)}/epoch, ETA {left}")
+
+
 def fit(trainer: Trainer, checkpoint_path: Path, fingerprint: str, on_start: Callable[[FitState], None],
         on_epoch: EpochCallback) -> tuple[FitState, dict[str, torch.Tensor]]:
     """Train until ``train.epochs`` or early stopping; checkpoint after every epoch; return the best weights."""
@@ -148,6 +158,7 @@ def fit(trainer: Trainer, checkpoint_path: Path, fingerprint: str, on_start: Cal
               f"{trainer.steps_per_epoch} steps per epoch")
     on_start(state)
     stopping = params.train.early_stopping
+    started, first_epoch = time.monotonic(), state.epoch
     while state.epoch < params.train.epochs:
         row = trainer.run_epoch(state.epoch)
         state.epoch += 1
@@ -162,6 +173,8 @@ def fit(trainer: Trainer, checkpoint_path: Path, fingerprint: str, on_start: Cal
             saved["best_model"] = best_model
             checkpoint.save(saved, checkpoint_path)
             on_epoch(state, row)
+            per_epoch = (time.monotonic() - started) / (state.epoch - first_epoch)
+            print(epoch_line(row, params.train.epochs, per_epoch), flush=True)
         if stopping.patience and state.stale_epochs >= stopping.patience:
             if runtime.is_main:
                 print(f"train: early stop after epoch {state.epoch}: no val mIoU gain for {stopping.patience} epochs")

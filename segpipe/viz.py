@@ -84,3 +84,22 @@ def prediction_grid(rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
             ax.axis("off")
     fig.tight_layout()
     _save(fig, path)
+
+
+def training_curves(history: list[dict], path: str | Path) -> None:
+    """Losses (left) and validation metrics (right) per epoch: the curves as a picture that needs no browser."""
+    epochs = [row["epoch"] for row in history]
+    fig, (losses, metrics) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in ("train_loss", "val_loss"):
+        losses.plot(epochs, [row[key] for row in history], marker="o", markersize=3, label=key)
+    for key in ("val_miou", "val_pixel_accuracy", "val_mean_accuracy"):
+        metrics.plot(epochs, [row[key] for row in history], marker="o", markersize=3, label=key)
+    losses.set_title("loss")
+    metrics.set_title("validation")
+    metrics.set_ylim(0, 1)
+    for ax in (losses, metrics):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)

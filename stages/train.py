@@ -11,9 +11,12 @@ from segpipe.fsutil import write_atomic
 from segpipe.paths import CACHE, MODELS, REPORTS, SPLIT
 from segpipe.stage import stage_main
 from segpipe.training import FitState, Trainer, fit
+from segpipe.viz import training_curves
 
 CHECKPOINT = MODELS / "checkpoints" / "last.pt"
 HISTORY = REPORTS / "train_history.csv"
+CURVES = REPORTS / "train_curves.png"
+PREVIEW = REPORTS / "augment_preview.png"  # written by augment, logged with the run that trains on it
 
 
 def _fingerprint(params: Params) -> str:
@@ -23,7 +26,7 @@ def _fingerprint(params: Params) -> str:
 
 
 def run(params: Params) -> FitState:
-    """Write models/model.pt (best val mIoU weights + config), reports/train_history.csv and the MLflow run."""
+    """Write models/model.pt (best val mIoU weights + config), the history CSV and curves PNG, the MLflow run."""
     runtime = init_runtime(params.base.device)
     try:
         trainer = Trainer(params, CACHE, SPLIT, runtime)
@@ -38,6 +41,7 @@ def run(params: Params) -> FitState:
 
         def on_epoch(state: FitState, row: dict) -> None:
             write_atomic(HISTORY, lambda p: pd.DataFrame(state.history).to_csv(p, index=False))
+            training_curves(state.history, CURVES)
             metrics = {k: v for k, v in row.items() if k != "epoch"}
             tracking.log_metrics(params, state.run_id, metrics, step=row["epoch"])
 
@@ -47,7 +51,7 @@ def run(params: Params) -> FitState:
                              "normalize": trainer.policy["normalize"], "train_size": trainer.policy["train_size"],
                              "epoch": state.best_epoch, "val_miou": state.best_miou}, MODELS / "model.pt")
             tracking.save_run_id(state.run_id, tracking.tracking_uri(params.tracking))
-            tracking.log_artifacts(params, state.run_id, [HISTORY])
+            tracking.log_artifacts(params, state.run_id, [HISTORY, CURVES, PREVIEW])
             CHECKPOINT.unlink(missing_ok=True)
             server_id = tracking.server_run_id(state.run_id) or "pending in the tracking outbox"
             print(f"train: best val mIoU {state.best_miou:.4f} at epoch {state.best_epoch} -> {MODELS / 'model.pt'} "

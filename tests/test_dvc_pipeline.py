@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,9 @@ def change(project: Path, section: str, key: str, value) -> None:
 def test_repro_runs_all_then_nothing_then_only_what_changed(project):
     first = sh(project, "dvc", "repro")
     assert ran(first) == set(STAGES)
+    # not a terminal: one line per epoch instead of an invisible bar, and lines for the cache and evaluate
+    assert re.search(r"train: epoch 1/2 train_loss [\d.]+ val_loss [\d.]+ val_miou [\d.]+ .* img/s .*ETA", first)
+    assert "train: epoch 2/2 " in first and "cache train: 16/16 img" in first and "evaluate: 4/4 img" in first
     for path in ("data/raw/manifest.parquet", "data/clean/manifest.parquet", "data/split/test.parquet",
                  "data/cache/train/image.npy", "reports/clean.json", "reports/split.json",
                  "reports/augment_preview.png", "models/model.pt", "reports/metrics.json", "export/model.onnx",
@@ -77,3 +81,18 @@ def test_default_pipeline_learns(tmp_path):
     plots = sh(tmp_path, "dvc", "plots", "show", "-o", "plots")
     html = (tmp_path / "plots/index.html").read_text()
     assert "train_history.csv" in html and "confusion_matrix.png" in html, plots
+
+
+def test_the_same_source_spelt_another_way_reruns_only_ingest(tmp_path):
+    from segpipe.config import parse_params
+    from tests.conftest import mask_folder_params, save_pair, scene
+
+    src = tmp_path / "src"
+    for i in range(8):
+        save_pair(src, f"s{i}", *scene(seed=i))
+    params = parse_params({"base": {"workers": 1}, "ingest": mask_folder_params(src.resolve())})
+    project = new_project(tmp_path / "project", params)
+    assert ran(sh(project, "dvc", "repro", "split")) == {"ingest", "clean", "split"}
+    text = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(text.replace(str(src.resolve()), "../src"))
+    assert ran(sh(project, "dvc", "repro", "split")) == {"ingest"}  # same data: clean and split stay cached

@@ -77,8 +77,10 @@ def test_mlflow_run_holds_the_whole_pipeline(pipeline):
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{pipeline / 'mlflow.db'}")
-    local_id = json.loads((pipeline / "models/mlflow_run.json").read_text())["run_id"]
+    run_file = json.loads((pipeline / "models/mlflow_run.json").read_text())
+    local_id = run_file["run_id"]
     run_id = json.loads((pipeline / ".segpipe/mlflow_run_ids.json").read_text())[local_id]
+    assert run_file["mlflow_run_id"] == run_id and "local id" in run_file["about"]  # both ids, each named
     assert not (pipeline / ".segpipe/mlflow_outbox.jsonl").exists()
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
@@ -90,11 +92,15 @@ def test_mlflow_run_holds_the_whole_pipeline(pipeline):
     for key in ("git.commit", "git.dirty", "version.torch", "device"):
         assert key in run.data.tags
     artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert {"evaluation", "export", "train_history.csv"} <= artifacts
+    assert {"evaluation", "export", "train_history.csv", "train_curves.png", "augment_preview.png"} <= artifacts
     evaluation = {Path(a.path).name for a in client.list_artifacts(run_id, "evaluation")}
     assert {"metrics.json", "per_class.csv", "confusion_matrix.png", "predictions.png"} <= evaluation
     logged = client.search_logged_models(experiment_ids=[run.info.experiment_id])
     assert {m.name for m in logged} >= {"onnx_model", "pytorch_model"}
+    for model in logged:  # any batch, height and width, as the exported model takes
+        signature = mlflow.models.get_model_info(model.model_uri).signature
+        assert signature.inputs.inputs[0].shape == (-1, 3, -1, -1)
+        assert signature.outputs.inputs[0].shape == (-1, 6, -1, -1)
     versions = client.search_model_versions("name='segpipe-semantic'")
     assert versions and versions[0].run_id == run_id
 

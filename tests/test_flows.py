@@ -39,7 +39,23 @@ def flow_project(tmp_path_factory, prefect_engine) -> Path:
     project = new_project(tmp_path_factory.mktemp("flow"), tiny_train_params(), commit=True)
     state = segmentation_pipeline(project=str(project), return_state=True)
     assert state.is_completed(), state.message
+    (project / "flow_run_id").write_text(str(state.state_details.flow_run_id))
     return project
+
+
+def test_stage_output_reaches_the_task_logs_line_by_line_as_it_happens(flow_project):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    flow_run_id = (flow_project / "flow_run_id").read_text()
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    messages = [(log.timestamp, log.message) for log in logs]
+    starting = [t for t, m in messages if m.startswith("train: starting")]
+    epochs = [t for t, m in messages if m.startswith("train: epoch ")]
+    assert len(starting) == 1 and len(epochs) == 2  # each line its own record, not one blob at the end
+    assert starting[0] < epochs[0] < epochs[1]
+    assert not any("git add" in m or "dvc push" in m or "autostage" in m for _, m in messages)
 
 
 def test_pipeline_flow_completes_with_the_outputs_of_dvc_repro(flow_project, tmp_path):

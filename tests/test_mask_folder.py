@@ -176,3 +176,19 @@ def test_missing_source_is_a_clear_error(workdir):
     (workdir / "empty" / "masks").mkdir()
     with pytest.raises(SegpipeError, match="no images or masks found"):
         _ingest(workdir, workdir / "empty")
+
+
+def test_another_spelling_of_the_source_gives_the_same_manifest(workdir):
+    from segpipe.data.imageio import sha256_file
+
+    src = workdir / "src"
+    for i in range(3):
+        save_pair(src, f"s{i}", *scene(seed=i))
+    (src / "masks/s0.png").write_bytes(b"broken")  # issue texts name files too
+    _ingest(workdir, str(src.resolve()))
+    absolute = sha256_file(workdir / "data/raw/manifest.parquet")
+    _ingest(workdir, "./src/../src")
+    assert sha256_file(workdir / "data/raw/manifest.parquet") == absolute
+    manifest = _ingest(workdir, "src")
+    assert sorted(manifest.source) == ["images/s0.png", "images/s1.png", "images/s2.png"]
+    assert manifest.set_index("sample_id").issue["s0"].startswith("corrupt_mask: masks/s0.png: cannot be decoded")

@@ -33,11 +33,17 @@ def label_lookup(params: MaskFolderParams, ignore: int) -> dict[int, int]:
 
 @dataclass(frozen=True)
 class MaskFolderSample:
-    """One (image, mask) pair to bring into the canonical layout; either side may be missing."""
+    """One (image, mask) pair to bring into the canonical layout; either side may be missing.
+
+    ``image`` and ``mask`` are relative to the source ``root``, and so is every path the manifest records: the
+    same data reached through another spelling of ``ingest.source`` (absolute or relative, another temporary
+    folder for an archive) gives the same manifest, so DVC reruns nothing after ingest.
+    """
 
     sample_id: str
-    image: Path | None
-    mask: Path | None
+    root: Path
+    image: str | None
+    mask: str | None
     source_split: str
     encoding: str
     lookup: tuple[tuple[int, int], ...]
@@ -49,13 +55,13 @@ class MaskFolderSample:
         row = {
             "sample_id": self.sample_id, "image": "", "semantic": "", "instance": "", "width": 0, "height": 0,
             "sha256": "", "source_split": self.source_split, "issue": "",
-            "source": str(self.image or self.mask), "source_values": [],
+            "source": self.image or self.mask, "source_values": [],
         }
         if self.image is None:
             row["issue"] = f"missing_image: mask {self.mask} has no image with the same stem"
             return row
-        target = out_dir / IMAGES_DIR / f"{self.sample_id}{self.image.suffix.lower()}"
-        shutil.copyfile(self.image, target)
+        target = out_dir / IMAGES_DIR / f"{self.sample_id}{Path(self.image).suffix.lower()}"
+        shutil.copyfile(self.root / self.image, target)
         row["image"], row["sha256"] = str(target), sha256_file(target)
         try:
             row["width"], row["height"] = oriented_size(target)
@@ -67,7 +73,7 @@ class MaskFolderSample:
         try:
             labels = self._color_labels(row) if self.encoding == "color" else self._index_labels(row)
         except DecodeError as exc:
-            row["issue"] = f"corrupt_mask: {exc}"
+            row["issue"] = f"corrupt_mask: {str(exc).replace(str(self.root / self.mask), self.mask)}"
             return row
         semantic = out_dir / SEMANTIC_DIR / f"{self.sample_id}.png"
         save_label(labels, semantic)
@@ -76,7 +82,7 @@ class MaskFolderSample:
 
     def _color_labels(self, row: dict) -> np.ndarray:
         """Class ids from colours; colours of no class and no ignore colour become ignore and are reported."""
-        rgb = load_color_label(self.mask).astype(np.int64)
+        rgb = load_color_label(self.root / self.mask).astype(np.int64)
         packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
         labels = np.full(packed.shape, self.ignore, dtype=np.int64)
         known = np.zeros(packed.shape, dtype=bool)
@@ -93,7 +99,7 @@ class MaskFolderSample:
 
     def _index_labels(self, row: dict) -> np.ndarray:
         """Class ids from source values through the lookup; the source values are kept for clean's hints."""
-        raw = load_label(self.mask).astype(np.int64)
+        raw = load_label(self.root / self.mask).astype(np.int64)
         row["source_values"] = np.unique(raw).tolist()
         labels = raw.copy()
         for source, target in self.lookup:
@@ -112,6 +118,10 @@ def _files(folder: Path, suffixes: set[str], strip: str = "") -> dict[str, Path]
     return found
 
 
+def _relative(path: Path | None, root: Path) -> str | None:
+    return None if path is None else path.relative_to(root).as_posix()
+
+
 def plan(root: Path, params: MaskFolderParams) -> tuple[Categories, list[MaskFolderSample]]:
     """List every sample of a mask folder dataset (pairs, and unpaired files so clean can report them)."""
     categories = categories_from(params)
@@ -127,9 +137,10 @@ def plan(root: Path, params: MaskFolderParams) -> tuple[Categories, list[MaskFol
         masks = _files(root / mask_dir, MASK_SUFFIXES, params.mask_suffix)
         for stem in sorted(images.keys() | masks.keys()):
             sample_id = f"{split}_{stem}" if split else stem
+            image, mask = (_relative(found.get(stem), root) for found in (images, masks))
             samples.append(
-                MaskFolderSample(sample_id, images.get(stem), masks.get(stem), split, params.mask_encoding,
-                                 lookup, colors, ignore_colors, categories.ignore_index)
+                MaskFolderSample(sample_id, root, image, mask, split, params.mask_encoding, lookup, colors,
+                                 ignore_colors, categories.ignore_index)
             )
     if not samples:
         raise SegpipeError(f"{root}: no images or masks found; check ingest.mask_folder.images/masks/splits")
