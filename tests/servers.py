@@ -51,11 +51,11 @@ def bin_path(name: str) -> str:
 
 
 @contextmanager
-def mlflow_server(root: Path, port: int) -> Iterator[str]:
-    """``mlflow server`` on 127.0.0.1:port with a SQLite backend and served artifacts under ``root``."""
+def mlflow_server(root: Path, port: int, backend: str | None = None) -> Iterator[str]:
+    """``mlflow server`` on 127.0.0.1:port with served artifacts under ``root`` (backend: SQLite there)."""
     root.mkdir(parents=True, exist_ok=True)
     command = [bin_path("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-               "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+               "--backend-store-uri", backend or f"sqlite:///{root / 'mlflow.db'}",
                "--artifacts-destination", str(root / "artifacts")]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     with open(root / "server.log", "ab") as log:
@@ -68,11 +68,11 @@ def mlflow_server(root: Path, port: int) -> Iterator[str]:
 
 
 @contextmanager
-def prefect_server(home: Path, port: int) -> Iterator[str]:
-    """``prefect server start`` on 127.0.0.1:port with its own PREFECT_HOME (SQLite)."""
+def prefect_server(home: Path, port: int, **settings: str) -> Iterator[str]:
+    """``prefect server start`` on 127.0.0.1:port with its own PREFECT_HOME (SQLite) and extra ``settings``."""
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", **settings}
     with open(home / "server.log", "ab") as log:
         process = subprocess.Popen([bin_path("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                                    stdout=log, stderr=log, env=env, start_new_session=True)
@@ -81,3 +81,50 @@ def prefect_server(home: Path, port: int) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/api"
     finally:
         stop(process)
+
+
+def _as_postgres() -> list[str]:
+    """PostgreSQL refuses to run as root: then run its tools as the ``postgres`` user."""
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+@contextmanager
+def postgres_cluster(port: int) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on 127.0.0.1:port (data in a temp dir, stopped by PID); yields its URL.
+
+    The tools come from ``pg_config --bindir``; the database ``mlflow`` is created for the tracking server.
+    """
+    import shutil
+    import tempfile
+
+    bindir = Path(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip())
+    root = Path(tempfile.mkdtemp(prefix="segpipe-pg-", dir="/tmp"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    data, as_postgres = root / "data", _as_postgres()
+    subprocess.run([*as_postgres, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
+                   check=True, capture_output=True)
+    log = open(root / "server.log", "ab")
+    process = subprocess.Popen([*as_postgres, str(bindir / "postgres"), "-D", str(data), "-p", str(port),
+                                "-k", str(root), "-c", "listen_addresses=127.0.0.1"],
+                               stdout=log, stderr=log, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+                             capture_output=True).returncode != 0:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL did not start: {(root / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        subprocess.run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow"],
+                       check=True, capture_output=True)
+        yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)  # PostgreSQL's fast shutdown
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-home")
-    with prefect_server(home, free_port()) as api:
+    # the scheduler service looks for due schedules every 5 s instead of every 60 s; the schedules stay real
+    with prefect_server(home, free_port(), PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5") as api:
         yield {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(home), "PYTHONPATH": str(REPO),
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
@@ -27,6 +28,14 @@ def project(tmp_path_factory) -> Path:
     project = new_project(tmp_path_factory.mktemp("deployed"), tiny_train_params(), commit=True)
     sh(project, "dvc", "repro")
     return project
+
+
+def api_call(env: dict, method: str, path: str, body: dict | None = None):
+    import httpx
+
+    response = httpx.request(method, env["PREFECT_API_URL"] + path, json=body, timeout=30)
+    response.raise_for_status()
+    return response.json()
 
 
 def prefect(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -77,3 +86,34 @@ def test_work_pool_deployment_runs_on_a_worker(server, project, tmp_path):
         assert run.returncode == 0, run.stdout + run.stderr + (tmp_path / "worker.log").read_text()[-3000:]
     finally:
         stop(worker)
+
+
+def test_the_server_creates_scheduled_runs_and_serve_completes_one(server, tmp_path_factory, tmp_path):
+    """A cron schedule every minute: the server's scheduler (not a person) creates the runs, serve runs them."""
+    import time
+
+    params = tiny_train_params(orchestration={"cron": "* * * * *"})
+    project = new_project(tmp_path_factory.mktemp("scheduled"), params, commit=True)
+    sh(project, "dvc", "repro")
+    log = open(tmp_path / "serve.log", "w")
+    serving = subprocess.Popen([sys.executable, "-m", "flows.deploy", "serve", "--project", str(project),
+                                "--name", "every-minute"], cwd=REPO, env=server, stdout=log, stderr=log,
+                               start_new_session=True)
+    try:
+        wait_for_deployment(server, "segmentation-pipeline/every-minute", serving)
+        deployment = api_call(server, "GET", "/deployments/name/segmentation-pipeline/every-minute")
+        query = {"flow_runs": {"deployment_id": {"any_": [deployment["id"]]}}}
+        deadline, runs = time.monotonic() + 300, []
+        while time.monotonic() < deadline:
+            runs = api_call(server, "POST", "/flow_runs/filter", query)
+            if any(r["auto_scheduled"] and r["state_type"] == "COMPLETED" for r in runs):
+                break
+            assert serving.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(3)
+        assert runs and all(r["auto_scheduled"] for r in runs), runs  # every run came from the scheduler
+        completed = [r for r in runs if r["state_type"] == "COMPLETED"]
+        assert completed, f"no scheduled run completed: {[r['state_type'] for r in runs]}"
+    finally:
+        stop(serving)
+    server_log = (Path(server["PREFECT_HOME"]) / "server.log").read_text()
+    assert "bulk DML" not in server_log and "InvalidRequestError" not in server_log

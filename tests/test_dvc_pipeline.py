@@ -81,6 +81,7 @@ def test_default_pipeline_learns(tmp_path):
     plots = sh(tmp_path, "dvc", "plots", "show", "-o", "plots")
     html = (tmp_path / "plots/index.html").read_text()
     assert "train_history.csv" in html and "confusion_matrix.png" in html, plots
+    assert "train_curves.png" in html and (tmp_path / "reports/train_curves.png").stat().st_size > 5000
 
 
 def test_the_same_source_spelt_another_way_reruns_only_ingest(tmp_path):

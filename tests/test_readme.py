@@ -24,3 +24,16 @@ def test_dvc_metrics_show_is_described_by_the_files_dvc_yaml_lists():
     sentence = re.search(r"`dvc metrics show` prints (.*?)(?:\.\s|;)", README, re.DOTALL).group(1)
     named = set(re.findall(r"`(reports/[\w.]+)`", sentence))
     assert named == metrics
+
+
+def test_params_header_points_at_the_presets_folder():
+    header = (REPO / "params.yaml").read_text().splitlines()[1]
+    folder = re.search(r"live in (\S+)/", header).group(1)
+    assert (REPO / folder).is_dir() and any((REPO / folder).glob("*.yaml"))
+
+
+def test_the_plots_page_folder_is_ignored_and_the_curves_png_is_a_plot():
+    assert "/dvc_plots/" in (REPO / ".gitignore").read_text().splitlines()
+    assert "dvc_plots/index.html" in README
+    plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+    assert "reports/train_curves.png" in [p if isinstance(p, str) else next(iter(p)) for p in plots]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ALL_STAGES, REPO, run_stages, tiny_train_params, write_params
-from tests.servers import free_port, mlflow_server
+from tests.servers import free_port, mlflow_server, postgres_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -83,3 +83,23 @@ def test_server_dropping_out_mid_run_and_sync_command(tmp_path, monkeypatch):
         assert done.returncode == 0 and "delivered" in done.stdout, done.stderr
         _, run = server_run(uri, project)
         assert "test_miou" in run.data.metrics and "val_miou" in run.data.metrics
+
+
+def test_team_server_on_postgresql_receives_a_pipeline_run_over_http(tmp_path, monkeypatch):
+    """The README's team setup: `mlflow server` on a real PostgreSQL, artifacts served, the pipeline over HTTP."""
+    project, port, uri = project_on_server(tmp_path, monkeypatch)
+    with postgres_cluster(free_port()) as database, mlflow_server(tmp_path / "server", port, backend=database):
+        run_stages(tiny_train_params(), ALL_STAGES)
+        assert not (project / ".segpipe/mlflow_outbox.jsonl").exists()  # every call went through live
+        client, run = server_run(uri, project)
+        assert run.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_miou")] == [1, 2]
+        assert {"test_miou", "export_argmax_agreement"} <= set(run.data.metrics)
+        assert any((tmp_path / "server" / "artifacts").rglob("train_curves.png"))
+        assert client.search_model_versions("name='segpipe-semantic'")
+        import sqlalchemy
+
+        with sqlalchemy.create_engine(database).connect() as connection:  # the run lives in PostgreSQL itself
+            stored = connection.execute(sqlalchemy.text("select status from runs where run_uuid = :id"),
+                                        {"id": run.info.run_id}).scalar_one()
+        assert stored == "FINISHED"
