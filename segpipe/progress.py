@@ -1,7 +1,8 @@
 """Progress that shows wherever the output goes: a bar on a terminal, plain lines in logs.
 
 Outside a terminal (CI, ``dvc repro > log``, Prefect task logs) a bar is invisible, so the same calls print one
-line every ``LOG_INTERVAL_S`` seconds (done/total, rate, ETA) and one when the work ends.
+line every ``LOG_INTERVAL_S`` seconds (done/total, rate, ETA) and one when the work ends, on stdout beside the
+stage's own summary lines (stderr stays for warnings and the one-line error).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class LogLines:
         when = f"in {duration(elapsed)}" if final else f"ETA {duration((self.total - self.n) / rate) if rate else '?'}"
         extra = f", {self.postfix}" if self.postfix else ""
         print(f"{self.desc}: {self.n}/{self.total} {self.unit} ({rate:.1f} {self.unit}/s, {when}{extra})",
-              file=sys.stderr, flush=True)
+              flush=True)
 
 
 def progress(total: int, desc: str, unit: str = "img", enabled: bool = True, leave: bool = True) -> tqdm | LogLines:
