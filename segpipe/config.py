@@ -87,13 +87,47 @@ class MaskFolderParams(Section):
         return self
 
 
+SplitName = Literal["train", "val", "test"]
+
+
+class CocoSplit(Section):
+    annotations: str
+    images: str
+
+
+class CocoParams(Section):
+    annotations: str = Field("annotations/instances.json", description="COCO instances JSON, relative to source")
+    images: str = Field("images", description="folder the JSON's file_name values are relative to")
+    splits: dict[SplitName, CocoSplit] | None = Field(None, description="one JSON + image folder per split")
+
+
+class YoloSplit(Section):
+    images: str
+    labels: str | None = None
+
+
+class YoloSegParams(Section):
+    images: str = Field("images", description="image folder; labels in the same path with images -> labels")
+    labels: str | None = Field(None, description="label folder when it is not the images path with 'labels'")
+    splits: dict[SplitName, YoloSplit] | None = None
+    names: list[str] = Field(default_factory=list, description="class names in YOLO index order")
+    data_yaml: str | None = Field(None, description="an Ultralytics data.yaml (relative to source) with names")
+
+
+class VocParams(Section):
+    image_sets: list[SplitName] = Field(["train", "val"], description="ImageSets/Segmentation lists to read")
+
+
 class IngestParams(Section):
-    format: Literal["synthetic", "mask_folder"] = "synthetic"
+    format: Literal["synthetic", "mask_folder", "coco", "yolo_seg", "voc"] = "synthetic"
     source: str | None = Field(None, description="directory, .zip/.tar.* archive or http(s) URL")
     sha256: str | None = None
     download: bool = False
     synthetic: SyntheticParams = SyntheticParams()
     mask_folder: MaskFolderParams = MaskFolderParams()
+    coco: CocoParams = CocoParams()
+    yolo_seg: YoloSegParams = YoloSegParams()
+    voc: VocParams = VocParams()
 
     @model_validator(mode="after")
     def _source_needed(self) -> IngestParams:

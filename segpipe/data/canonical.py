@@ -20,7 +20,7 @@ MANIFEST_FILE = "manifest.parquet"
 PATH_COLUMNS = ("image", "semantic", "instance")
 MANIFEST_COLUMNS = (
     "sample_id", "image", "semantic", "instance", "width", "height", "sha256", "source_split", "source", "issue",
-    "source_values",
+    "source_values", "instances",
 )
 
 
@@ -30,6 +30,7 @@ class Category:
     name: str
     color: tuple[int, int, int]
     isthing: bool
+    source_id: int | None = None  # the id the source dataset gave it (COCO category ids are not contiguous)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,8 @@ class Categories:
     @classmethod
     def load_json(cls, data: dict) -> Categories:
         items = tuple(
-            Category(int(c["id"]), str(c["name"]), tuple(c["color"]), bool(c["isthing"])) for c in data["categories"]
+            Category(int(c["id"]), str(c["name"]), tuple(c["color"]), bool(c["isthing"]), c.get("source_id"))
+            for c in data["categories"]
         )
         return cls(items, int(data["ignore_index"]))
 

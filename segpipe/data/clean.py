@@ -30,6 +30,11 @@ FIXES = {
     "all_ignore": "label the image or remove it; set clean.on_all_ignore: keep to train on it anyway",
     "duplicate": "remove the copy; set clean.on_duplicate: keep to keep both",
     "converted": "none needed: the image was converted on read",
+    "unknown_category": "add the category to the dataset's category list (or the class names), or remove the object",
+    "degenerate_polygon": "redraw the object with at least 3 points, or remove it",
+    "zero_area": "redraw the object so that it covers pixels, or remove it",
+    "bad_segmentation": "give the object COCO polygons or an RLE of the image's size",
+    "clipped_polygon": "none needed: the points outside the image were clipped to it",
     "exif_oriented": "none needed: EXIF orientation is applied on read and the mask matches the oriented image",
 }
 POLICY = {
@@ -37,6 +42,7 @@ POLICY = {
     "corrupt_mask": "on_corrupt", "size_mismatch": "on_size_mismatch", "label_out_of_range": "on_label_out_of_range",
     "unknown_color": "on_label_out_of_range", "all_ignore": "on_all_ignore", "duplicate": "on_duplicate",
 }
+OBJECT_DROPS = {"unknown_category", "degenerate_polygon", "zero_area", "bad_segmentation"}  # the sample stays
 TO_IGNORE = {"label_out_of_range", "unknown_color"}  # what clean.on_label_out_of_range: to_ignore repairs
 REJECT_COLUMNS = ["sample_id", "reason", "action", "detail", "file", "fix"]
 
@@ -65,8 +71,22 @@ def _ingest_issue(row: dict) -> tuple[str, str]:
     return reason, detail
 
 
+def _instance_rows(row: dict) -> list[tuple[str, str, str]]:
+    """Objects that were not painted (and why) or were clipped to the image, as report rows."""
+    rows = []
+    for number, entry in enumerate(row.get("instances", []) if row.get("instances") is not None else [], start=1):
+        if entry["problem"] and not entry["problem"].startswith("missing_image"):
+            reason, _, detail = entry["problem"].partition(": ")
+            rows.append((reason, f"object {number} of {row['source']}: {detail}; not painted", row["source"]))
+        elif entry["clipped"]:
+            rows.append(("clipped_polygon", f"object {number} of {row['source']} reaches outside the image",
+                         row["source"]))
+    return rows
+
+
 def _check(row: dict, categories: Categories, policy: CleanParams, repaired_dir: Path) -> Verdict:
     verdict = Verdict(row["sample_id"], semantic=row["semantic"])
+    verdict.repairs.extend(_instance_rows(row))
     if row["issue"]:
         reason, detail = _ingest_issue(row)
         if reason not in TO_IGNORE or policy.on_label_out_of_range != "to_ignore":
@@ -165,7 +185,8 @@ def _report_rows(verdicts: list[Verdict]) -> pd.DataFrame:
     rows = []
     for verdict in verdicts:
         for reason, detail, file in verdict.repairs:
-            rows.append([verdict.sample_id, reason, "repaired", detail, file, FIXES[reason]])
+            action = "object_dropped" if reason in OBJECT_DROPS else "repaired"
+            rows.append([verdict.sample_id, reason, action, detail, file, FIXES[reason]])
         if verdict.defect:
             rows.append([verdict.sample_id, verdict.defect, "dropped", verdict.detail, verdict.file,
                          FIXES[verdict.defect]])
@@ -219,6 +240,8 @@ def clean(manifest: pd.DataFrame, categories: Categories, policy: CleanParams, o
         "repaired": int(rejects[rejects.action == "repaired"].sample_id.nunique()),
         "dropped_by_reason": dropped.reason.value_counts().sort_index().to_dict(),
         "repaired_by_reason": rejects[rejects.action == "repaired"].reason.value_counts().sort_index().to_dict(),
+        "objects_dropped_by_reason":
+            rejects[rejects.action == "object_dropped"].reason.value_counts().sort_index().to_dict(),
         **_coverage(kept_verdicts, source_values, categories, policy.warn_ignore_share),
     }
     return CleanResult(kept, rejects, summary)

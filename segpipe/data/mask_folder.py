@@ -55,7 +55,7 @@ class MaskFolderSample:
         row = {
             "sample_id": self.sample_id, "image": "", "semantic": "", "instance": "", "width": 0, "height": 0,
             "sha256": "", "source_split": self.source_split, "issue": "",
-            "source": self.image or self.mask, "source_values": [],
+            "source": self.image or self.mask, "source_values": [], "instances": [],
         }
         if self.image is None:
             row["issue"] = f"missing_image: mask {self.mask} has no image with the same stem"

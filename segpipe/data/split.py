@@ -54,13 +54,30 @@ def _ratio_split(manifest: pd.DataFrame, params: SplitParams, seed: int) -> dict
     return {name: manifest.iloc[np.sort(idx)].reset_index(drop=True) for name, idx in parts.items()}
 
 
+def _complete(parts: dict[str, pd.DataFrame], params: SplitParams, seed: int) -> str:
+    """Fill the splits a source does not predefine; says how. A source with train and val but no test (PASCAL
+    VOC) reports on its val, as is usual: val becomes test, and a new val is carved out of train."""
+    how = "predefined"
+    if parts["test"].empty and not parts["val"].empty:
+        parts["test"], parts["val"] = parts["val"], parts["val"].iloc[:0]
+        how += "; the source's val is the test split"
+    carve = [name for name in ("val", "test") if parts[name].empty and getattr(params, name) > 0]
+    if carve:
+        ratios = SplitParams(val=params.val if "val" in carve else 0.0, test=params.test if "test" in carve else 0.0)
+        pieces = _ratio_split(parts["train"], ratios, seed)
+        parts.update({name: pieces[name] for name in ("train", *carve)})
+        how += f"; {' and '.join(carve)} carved from train (split.{' / split.'.join(carve)})"
+    return how
+
+
 def split(manifest: pd.DataFrame, params: SplitParams, seed: int) -> tuple[dict[str, pd.DataFrame], str]:
-    """Split the clean manifest; returns the parts and how they were made ('predefined' or 'ratio')."""
+    """Split the clean manifest; returns the parts and how they were made ('predefined...' or 'ratio')."""
     use_predefined = params.predefined == "use" or (params.predefined == "auto" and _has_predefined(manifest))
     if use_predefined:
         if not _has_predefined(manifest):
             raise SegpipeError("split.predefined is 'use' but some samples have no train/val/test source split")
-        return {name: manifest[manifest.source_split == name].reset_index(drop=True) for name in SPLITS}, "predefined"
+        parts = {name: manifest[manifest.source_split == name].reset_index(drop=True) for name in SPLITS}
+        return parts, _complete(parts, params, seed)
     return _ratio_split(manifest, params, seed), "ratio"
 
 

@@ -122,6 +122,18 @@ def _renumber(instance: np.ndarray) -> np.ndarray:
     return lut[instance]
 
 
+def instance_table(scene: Scene) -> list[dict]:
+    """The per-sample instance table: each instance's id, class (from the class map) and pixel count."""
+    table = []
+    for number in np.unique(scene.instance[scene.instance > 0]):
+        pixels = scene.instance == number
+        category = int(np.bincount(scene.semantic[pixels].ravel()).argmax())
+        count = int(pixels.sum())
+        table.append({"id": int(number), "category": category, "source_category": category, "iscrowd": False,
+                      "area": count, "pixels": count, "problem": "", "clipped": False})
+    return table
+
+
 @dataclass(frozen=True)
 class SyntheticSample:
     """A recipe for one generated sample; ``materialize`` writes it in the canonical layout."""
@@ -146,7 +158,7 @@ class SyntheticSample:
             "sample_id": sample_id, **{k: str(v) for k, v in paths.items()},
             "width": self.size[1], "height": self.size[0], "sha256": sha256_file(paths["image"]),
             "source_split": "", "source": f"synthetic(seed={self.seed}, index={self.index})", "issue": "",
-            "source_values": [],
+            "source_values": [], "instances": instance_table(scene),
         }
 
 
