@@ -42,11 +42,12 @@ def samples_per_second(dataset: Dataset, epochs: int, batch_size: int, workers: 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=2, help="passes over the train split per loader")
+    parser.add_argument("--batch-size", type=int, default=8, help="samples per batch")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON figures")
     args = parser.parse_args(argv)
 
     policy = json.loads((CACHE / "augment_policy.json").read_text())

@@ -96,11 +96,12 @@ def inference(runs: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--steps", type=int, default=30, help="training steps measured per side")
     parser.add_argument("--mode", choices=["ours", "reference"], help=argparse.SUPPRESS)
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--runs", type=int, default=20, help="inference runs timed per engine")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON figures")
     args = parser.parse_args(argv)
     if args.mode:  # the child process: measure one side and print it
         print(json.dumps(measure(args.mode, args.steps)))

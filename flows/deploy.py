@@ -56,8 +56,10 @@ def deploy_to_pool(project: Path, name: str, pool: str, gpu: str | None) -> None
 
 def main(argv: list[str] | None = None) -> None:
     telemetry_off()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["serve", "pool"])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("mode", choices=["serve", "pool"],
+                        help="serve: this process schedules and runs the flows; pool: register with a work pool")
     parser.add_argument("--project", default=".", help="project folder (holds params.yaml and dvc.yaml)")
     parser.add_argument("--name", default="segpipe", help="deployment name")
     parser.add_argument("--pool", default=None, help="work pool (default: orchestration.work_pool)")

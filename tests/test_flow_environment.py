@@ -30,3 +30,13 @@ def test_a_first_flow_run_on_a_fresh_prefect_home_is_quiet(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "flow ok" in done.stdout
     assert "telemetry" not in (done.stdout + done.stderr).lower()
+
+
+def test_prefect_commands_in_the_project_folder_read_its_prefect_toml():
+    from tests.servers import bin_path
+
+    done = subprocess.run([bin_path("prefect"), "config", "view", "--show-sources"], cwd=REPO, capture_output=True,
+                          text=True, env=CLEAN_ENV)
+    assert done.returncode == 0, done.stderr
+    assert "PREFECT_SERVER_ANALYTICS_ENABLED='False' (from prefect.toml)" in done.stdout
+    assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS='120' (from prefect.toml)" in done.stdout
