@@ -21,7 +21,7 @@ def _has_predefined(manifest: pd.DataFrame) -> bool:
 
 def _strata(shares: np.ndarray, n_groups: int, seed: int) -> np.ndarray:
     """Group samples with similar class mixtures, so each split can take its share of every group."""
-    n_groups = max(1, min(n_groups, len(shares) // 4))
+    n_groups = max(1, min(n_groups, len(shares) // 4, len(np.unique(shares, axis=0))))
     if n_groups == 1:
         return np.zeros(len(shares), dtype=int)
     return KMeans(n_clusters=n_groups, n_init=4, random_state=seed).fit_predict(shares)
