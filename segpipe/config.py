@@ -189,6 +189,7 @@ class AugmentParams(Section):
     blur_sigma: tuple[float, float] = (0.1, 1.5)
     normalize: Normalize = Normalize()
     preview_samples: int = Field(8, ge=1, le=64)
+    min_instance_pixels: int = Field(8, ge=1, description="instances a crop leaves smaller than this are dropped")
 
     @field_validator("scale", "blur_sigma")
     @classmethod

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torchvision import tv_tensors
+from torchvision.ops import masks_to_boxes
 from torchvision.transforms import v2
 
 from segpipe.config import AugmentParams
@@ -77,13 +78,30 @@ def _build_one(step: dict[str, Any], ignore_index: int) -> v2.Transform:
     raise ValueError(f"unknown augmentation op '{op}'")
 
 
-def _instance_fields(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    return sample["labels"], sample["masks"]
+class RefreshInstances:
+    """The last step for samples with instances: drop those left with fewer than ``min_pixels`` pixels (a crop cut
+    them away) and recompute every box from its mask, which a box transform can only approximate."""
+
+    def __init__(self, min_pixels: int) -> None:
+        self.min_pixels = min_pixels
+
+    def __call__(self, sample: dict) -> dict:
+        masks = sample["masks"]
+        keep = masks.flatten(1).sum(1) >= self.min_pixels if len(masks) else torch.zeros(0, dtype=torch.bool)
+        kept = masks[keep]
+        sample["masks"] = tv_tensors.wrap(kept, like=masks)
+        for key in ("labels", "iscrowd"):
+            if key in sample:
+                sample[key] = sample[key][keep]
+        boxes = masks_to_boxes(kept.bool()) if len(kept) else torch.zeros((0, 4))
+        sample["boxes"] = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=tuple(masks.shape[-2:]))
+        return sample
 
 
-def build(spec: list[dict[str, Any]], ignore_index: int, with_instances: bool = False) -> v2.Compose:
-    """Turn a policy spec into a v2.Compose over sample dicts; with instances, drop those cropped away."""
-    steps = [_build_one(dict(step), ignore_index) for step in spec]
+def build(spec: list[dict[str, Any]], ignore_index: int, with_instances: bool = False,
+          min_instance_pixels: int = 1) -> v2.Compose:
+    """Turn a policy spec into a v2.Compose over sample dicts; with instances, refresh them after the steps."""
+    steps: list[Any] = [_build_one(dict(step), ignore_index) for step in spec]
     if with_instances:
-        steps.append(v2.SanitizeBoundingBoxes(labels_getter=_instance_fields))
+        steps.append(RefreshInstances(min_instance_pixels))
     return v2.Compose(steps)

@@ -35,6 +35,7 @@ def run(params: Params) -> dict:
         "train_size": list(params.augment.crop_size or size),
         "ignore_index": categories.ignore_index,
         "normalize": params.augment.normalize.model_dump(),
+        "min_instance_pixels": params.augment.min_instance_pixels,
     }
     with atomic_dir(CACHE) as tmp:
         for name, frame in parts.items():
@@ -43,7 +44,8 @@ def run(params: Params) -> dict:
         write_json(tmp / POLICY_FILE, policy)
     torch.manual_seed(params.base.seed)
     train = CachedSegmentation(
-        CACHE / "train", build(policy["sample"], categories.ignore_index, with_instances), with_instances)
+        CACHE / "train", build(policy["sample"], categories.ignore_index, with_instances,
+                               params.augment.min_instance_pixels), with_instances)
     count = min(params.augment.preview_samples, len(train))
     picks = torch.randperm(len(train))[:count].tolist()
     preview_grid([train[i] for i in picks], categories, REPORTS / "augment_preview.png")

@@ -36,6 +36,8 @@ def test_cache_holds_the_decoded_samples_and_loads_with_workers(workdir):
         assert np.array_equal(sample["image"].permute(1, 2, 0).numpy(), load_image(train.image[i]).pixels)
         assert np.array_equal(sample["semantic"].numpy(), load_label(train.semantic[i]))
         assert len(sample["masks"]) == len(np.unique(load_label(train.instance[i]))) - 1
+        table = {e["id"]: e["category"] for e in train.instances[i]}  # the cache holds the instance tables
+        assert sample["labels"].tolist() == [table[j] for j in sorted(table)]
     dataset = CachedSegmentation(CACHE / "train", build(saved["sample"], 255), instances=False)
     loader = DataLoader(dataset, batch_size=4, num_workers=2)
     batch = next(iter(loader))

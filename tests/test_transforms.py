@@ -104,3 +104,34 @@ def test_policy_is_plain_data():
     assert json.loads(json.dumps(spec)) == spec
     assert [s["op"] for s in spec][:4] == ["RandomResizedCrop", "RandomHorizontalFlip", "RandomVerticalFlip",
                                           "RandomRotation"]
+
+
+def test_instance_classes_and_crowd_come_from_the_table():
+    semantic = np.zeros((20, 20), np.uint8)
+    instance = np.zeros((20, 20), np.uint16)
+    instance[2:8, 2:8], instance[10:18, 10:18] = 1, 2
+    semantic[10:18, 10:18] = 5
+    table = [{"id": 1, "category": 3, "iscrowd": True}, {"id": 2, "category": 5, "iscrowd": False},
+             {"id": 0, "category": 4, "iscrowd": False}]  # an object that was never painted
+    sample = make_sample(np.zeros((20, 20, 3), np.uint8), semantic, instance, table)
+    assert sample["labels"].tolist() == [3, 5] and sample["iscrowd"].tolist() == [True, False]
+    assert make_sample(np.zeros((20, 20, 3), np.uint8), semantic, instance)["labels"].tolist() == [0, 5]
+
+
+def test_after_a_crop_boxes_come_from_the_masks_and_slivers_are_dropped():
+    from torchvision.ops import masks_to_boxes
+
+    semantic = np.zeros((40, 40), np.uint8)
+    instance = np.zeros((40, 40), np.uint16)
+    instance[5:30, 5:30] = 1  # a large object
+    instance[37:40, 0:3] = 2  # a 3x3 corner object: any crop leaves at most 9 pixels of it
+    sample = make_sample(np.zeros((40, 40, 3), np.uint8), semantic, instance)
+    transform = build([{"op": "RandomResizedCrop", "size": [40, 40], "scale": [0.5, 0.6]}], IGNORE,
+                      with_instances=True, min_instance_pixels=12)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        out = transform({k: v.clone() for k, v in sample.items()})
+        masks = out["masks"].bool()
+        assert len(masks) == len(out["labels"]) == len(out["iscrowd"]) == len(out["boxes"])
+        assert (masks.flatten(1).sum(1) >= 12).all()
+        assert torch.equal(out["boxes"], masks_to_boxes(masks)) if len(masks) else len(out["boxes"]) == 0

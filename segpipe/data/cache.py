@@ -73,7 +73,7 @@ def _fill_slot(job: tuple[int, dict], out_dir: Path, size: tuple[int, int]) -> N
 
 def build_split_cache(frame: pd.DataFrame, out_dir: Path, size: tuple[int, int], label_dtype: np.dtype,
                       workers: int, split: str) -> None:
-    """Decode and resize every sample of one split into ``out_dir`` (arrays plus the sample list)."""
+    """Decode and resize every sample of one split into ``out_dir`` (arrays, the sample list, instance tables)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     n, (height, width) = len(frame), size
     np.lib.format.open_memmap(out_dir / IMAGE_FILE, "w+", np.uint8, (n, height, width, 3)).flush()
@@ -83,4 +83,5 @@ def build_split_cache(frame: pd.DataFrame, out_dir: Path, size: tuple[int, int],
         np.lib.format.open_memmap(out_dir / INSTANCE_FILE, "w+", np.uint16, (n, height, width)).flush()
     jobs = list(enumerate(frame.to_dict("records")))
     parallel_map(partial(_fill_slot, out_dir=out_dir, size=size), jobs, workers=workers, desc=f"cache {split}")
-    frame[["sample_id", "width", "height", "sha256"]].to_parquet(out_dir / SAMPLES_FILE, index=False)
+    columns = ["sample_id", "width", "height", "sha256"] + (["instances"] if has_instances else [])
+    frame[columns].to_parquet(out_dir / SAMPLES_FILE, index=False)

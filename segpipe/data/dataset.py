@@ -19,11 +19,13 @@ from segpipe.transforms import SemanticMask
 Transform = Callable[[dict], dict]
 
 
-def make_sample(image: np.ndarray, semantic: np.ndarray, instance: np.ndarray | None) -> dict:
-    """Wrap HxWx3 / HxW arrays as tv_tensors; instances become binary masks, boxes and class labels.
+def make_sample(image: np.ndarray, semantic: np.ndarray, instance: np.ndarray | None,
+                table: list[dict] | None = None) -> dict:
+    """Wrap HxWx3 / HxW arrays as tv_tensors; instances become binary masks, boxes, class labels and crowd flags.
 
     The image stays uint8 and an 8-bit label map stays uint8 (16-bit maps become int32): the device part of the
-    policy converts batches to float, and the loss takes ``semantic.long()``.
+    policy converts batches to float, and the loss takes ``semantic.long()``. An instance's class and crowd flag
+    come from the sample's instance table; without one, the class is the one most of its pixels carry.
     """
     labels = semantic if semantic.dtype == np.uint8 else semantic.astype(np.int32)
     sample = {
@@ -35,11 +37,15 @@ def make_sample(image: np.ndarray, semantic: np.ndarray, instance: np.ndarray | 
         ids = ids[ids > 0]
         masks = torch.from_numpy(instance[None] == ids[:, None, None]) if len(ids) else torch.zeros(
             (0, *instance.shape), dtype=torch.bool)
-        labels = [int(np.bincount(semantic[instance == i].astype(np.int64)).argmax()) for i in ids]
+        known = {int(e["id"]): e for e in table or [] if e["id"] and e["category"] is not None}
+        classes = [int(known[i]["category"]) if i in known else
+                   int(np.bincount(semantic[instance == i].astype(np.int64)).argmax()) for i in ids]
         sample["masks"] = tv_tensors.Mask(masks.to(torch.uint8))
         sample["boxes"] = tv_tensors.BoundingBoxes(
             masks_to_boxes(masks) if len(ids) else torch.zeros((0, 4)), format="XYXY", canvas_size=instance.shape)
-        sample["labels"] = torch.tensor(labels, dtype=torch.int64)
+        sample["labels"] = torch.tensor(classes, dtype=torch.int64)
+        sample["iscrowd"] = torch.tensor([bool(known[i]["iscrowd"]) if i in known else False for i in ids],
+                                         dtype=torch.bool)
     return sample
 
 
@@ -50,7 +56,9 @@ class CachedSegmentation(Dataset):
         self.split_dir = Path(split_dir)
         self.transform = transform
         self.instances = instances and (self.split_dir / INSTANCE_FILE).exists()
-        self.sample_ids = pd.read_parquet(self.split_dir / SAMPLES_FILE).sample_id.tolist()
+        samples = pd.read_parquet(self.split_dir / SAMPLES_FILE)
+        self.sample_ids = samples.sample_id.tolist()
+        self.tables = samples.instances.tolist() if self.instances and "instances" in samples else None
         self._arrays: tuple[np.ndarray, ...] | None = None
 
     def __len__(self) -> int:
@@ -65,7 +73,8 @@ class CachedSegmentation(Dataset):
     def __getitem__(self, index: int) -> dict:
         arrays = self._open()
         instance = np.array(arrays[2][index]) if self.instances else None
-        sample = make_sample(np.array(arrays[0][index]), np.array(arrays[1][index]), instance)
+        table = list(self.tables[index]) if self.tables is not None else None
+        sample = make_sample(np.array(arrays[0][index]), np.array(arrays[1][index]), instance, table)
         return self.transform(sample) if self.transform else sample
 
 
