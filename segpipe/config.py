@@ -148,6 +148,8 @@ class CleanParams(Section):
     on_label_out_of_range: Literal["drop", "fail", "to_ignore"] = "drop"
     on_duplicate: Literal["drop", "fail", "keep"] = "drop"
     on_all_ignore: Literal["drop", "fail", "keep"] = "drop"
+    on_object_defect: Literal["drop_object", "drop", "fail"] = Field(
+        "drop_object", description="an object that cannot become a mask: leave it out, drop its sample, or fail")
     warn_ignore_share: float = Field(0.3, ge=0, le=1, description="warn when more of the mask pixels are ignore")
 
 

@@ -227,3 +227,23 @@ def test_a_source_with_train_and_val_only_tests_on_val_and_carves_val_from_train
     assert len(parts["val"]) == 4 and len(parts["train"]) == 16
     assert set(parts["val"].sample_id) <= {f"s{i}" for i in range(20)}
     assert "val is the test split" in how and "val carved from train" in how
+
+
+def test_object_defect_policy_and_overlap_rows(workdir):
+    src = workdir / "src"
+    data = _coco(src)
+    data["annotations"].append({"id": 21, "image_id": 2, "category_id": 3, "segmentation": [[1, 1, 2, 2]]})
+    (src / "annotations/instances.json").write_text(json.dumps(data))
+    manifest, categories = _ingest(workdir, "coco", {})
+    frame = manifest.reset_index()
+    kept = clean(frame, categories, parse_params({}).clean, workdir / "c1", workers=1)
+    overlap = kept.rejects[kept.rejects.reason == "overlap"]
+    assert overlap.sample_id.tolist() == ["a"] and "1 objects of images/a.png lost 16 pixels" in overlap.detail.iloc[0]
+    dropped = clean(frame, categories, parse_params({"clean": {"on_object_defect": "drop"}}).clean, workdir / "c2",
+                    workers=1)
+    assert "b" not in set(dropped.manifest.sample_id)
+    rows = dropped.rejects
+    assert rows[(rows.sample_id == "b") & (rows.action == "dropped")].reason.tolist() == ["degenerate_polygon"]
+    with pytest.raises(SegpipeError, match=r"images/b.png: degenerate_polygon \(object 3 of images/b.png"):
+        clean(frame, categories, parse_params({"clean": {"on_object_defect": "fail"}}).clean, workdir / "c3",
+              workers=1)

@@ -35,14 +35,17 @@ FIXES = {
     "zero_area": "redraw the object so that it covers pixels, or remove it",
     "bad_segmentation": "give the object COCO polygons or an RLE of the image's size",
     "clipped_polygon": "none needed: the points outside the image were clipped to it",
+    "overlap": "none needed: each pixel belongs to the smallest object on it; check the annotations if unexpected",
     "exif_oriented": "none needed: EXIF orientation is applied on read and the mask matches the oriented image",
 }
 POLICY = {
     "missing_image": "on_unpaired", "missing_mask": "on_unpaired", "corrupt_image": "on_corrupt",
     "corrupt_mask": "on_corrupt", "size_mismatch": "on_size_mismatch", "label_out_of_range": "on_label_out_of_range",
     "unknown_color": "on_label_out_of_range", "all_ignore": "on_all_ignore", "duplicate": "on_duplicate",
+    **{reason: "on_object_defect" for reason in ("unknown_category", "degenerate_polygon", "zero_area",
+                                                 "bad_segmentation")},
 }
-OBJECT_DROPS = {"unknown_category", "degenerate_polygon", "zero_area", "bad_segmentation"}  # the sample stays
+OBJECT_DROPS = {r for r, policy in POLICY.items() if policy == "on_object_defect"}  # left out, the sample stays
 TO_IGNORE = {"label_out_of_range", "unknown_color"}  # what clean.on_label_out_of_range: to_ignore repairs
 REJECT_COLUMNS = ["sample_id", "reason", "action", "detail", "file", "fix"]
 
@@ -71,22 +74,31 @@ def _ingest_issue(row: dict) -> tuple[str, str]:
     return reason, detail
 
 
-def _instance_rows(row: dict) -> list[tuple[str, str, str]]:
-    """Objects that were not painted (and why) or were clipped to the image, as report rows."""
-    rows = []
-    for number, entry in enumerate(row.get("instances", []) if row.get("instances") is not None else [], start=1):
+def _object_rows(row: dict) -> tuple[list[tuple[str, str, str]], tuple[str, str] | None]:
+    """Report rows for the objects of a sample (left out, clipped, overlapping) and its first object defect."""
+    table = row.get("instances")
+    rows, defect = [], None
+    for number, entry in enumerate(table if table is not None else [], start=1):
         if entry["problem"] and not entry["problem"].startswith("missing_image"):
             reason, _, detail = entry["problem"].partition(": ")
             rows.append((reason, f"object {number} of {row['source']}: {detail}; not painted", row["source"]))
+            defect = defect or (reason, f"object {number} of {row['source']}: {detail}")
         elif entry["clipped"]:
             rows.append(("clipped_polygon", f"object {number} of {row['source']} reaches outside the image",
                          row["source"]))
-    return rows
+    hidden = [(e["area"] - e["pixels"]) for e in (table if table is not None else []) if e["id"]]
+    if sum(hidden):
+        rows.append(("overlap", f"{sum(1 for h in hidden if h)} objects of {row['source']} lost {sum(hidden)} pixels "
+                                f"to overlapping objects", row["source"]))
+    return rows, defect
 
 
 def _check(row: dict, categories: Categories, policy: CleanParams, repaired_dir: Path) -> Verdict:
     verdict = Verdict(row["sample_id"], semantic=row["semantic"])
-    verdict.repairs.extend(_instance_rows(row))
+    object_rows, object_defect = _object_rows(row)
+    if object_defect and policy.on_object_defect != "drop_object":
+        return verdict.reject(*object_defect, row["source"])
+    verdict.repairs.extend(object_rows)
     if row["issue"]:
         reason, detail = _ingest_issue(row)
         if reason not in TO_IGNORE or policy.on_label_out_of_range != "to_ignore":
