@@ -157,6 +157,8 @@ class SplitParams(Section):
     predefined: Literal["auto", "use", "ignore"] = "auto"
     val: float = Field(0.15, ge=0.0, lt=1.0)
     test: float = Field(0.15, ge=0.0, lt=1.0)
+    stratify: Literal["pixel_shares", "classes_present"] = Field(
+        "pixel_shares", description="balance class pixel shares, or which classes each image holds (objects)")
 
     @model_validator(mode="after")
     def _ratios(self) -> SplitParams:

@@ -55,3 +55,22 @@ def test_predefined_split_is_honoured_and_can_be_ignored():
 def test_too_few_samples_is_a_clear_error():
     with pytest.raises(SegpipeError, match="too few"):
         split(manifest(1), parse_params({"split": {"val": 0.4, "test": 0.4}}).split, seed=0)
+
+
+def test_classes_present_split_puts_every_class_in_every_split_with_exact_sizes():
+    rng = np.random.default_rng(0)
+    present = rng.random((60, 8)) < 0.5
+    present[:, 6:] = False
+    present[[3, 17, 40], 6] = True  # a rare class in three images
+    present[[5, 25, 50, 55], 7] = True
+    frame = pd.DataFrame({"sample_id": [f"s{i:02d}" for i in range(60)], "source_split": [""] * 60,
+                          "class_pixels": (present * 100).tolist()})
+    params = parse_params({"split": {"val": 0.2, "test": 0.2, "stratify": "classes_present"}}).split
+    parts, method = split(frame, params, seed=3)
+    assert method == "ratio" and {k: len(v) for k, v in parts.items()} == {"train": 36, "val": 12, "test": 12}
+    assert set().union(*(set(p.sample_id) for p in parts.values())) == set(frame.sample_id)
+    for name, part in parts.items():
+        held = (np.array(part.class_pixels.tolist()) > 0).any(axis=0)
+        assert held.all(), f"{name} lacks classes {np.flatnonzero(~held)}"
+    again, _ = split(frame, params, seed=3)
+    assert all(again[k].sample_id.tolist() == parts[k].sample_id.tolist() for k in parts)

@@ -1,4 +1,5 @@
-"""Train/val/test splits: a source's predefined split, or a seeded split that balances class pixel shares."""
+"""Train/val/test splits: a source's predefined split, or a seeded split that balances the classes: their pixel
+shares (groups of similar class mixtures), or which classes each image holds (multi-label, for object datasets)."""
 
 from __future__ import annotations
 
@@ -35,11 +36,54 @@ def _stratified(ids: np.ndarray, strata: np.ndarray, count: int, seed: int) -> t
     return train_test_split(ids, test_size=count, random_state=seed, stratify=strata if can_stratify else None)
 
 
+def _pick(candidates: np.ndarray, *keys: np.ndarray, rng: np.random.Generator) -> int:
+    """Among ``candidates``, the index with the largest first key, then the largest next key, then a random one."""
+    for key in keys:
+        candidates = candidates & (key == key[candidates].max())
+    return int(rng.choice(np.flatnonzero(candidates)))
+
+
+def _classes_present_split(present: np.ndarray, sizes: dict[str, int], seed: int) -> dict[str, np.ndarray]:
+    """Multi-label iterative stratification (Sechidis et al., 2011) with exact split sizes: the rarest class
+    first, each of its samples goes to a split that has none of that class yet (so that a class in three images
+    reaches train, val and test), else to the split that still wants the class most, then the emptiest one."""
+    rng = np.random.default_rng(seed)
+    capacity = np.array(list(sizes.values()), dtype=np.float64)
+    demand = (capacity / capacity.sum())[:, None] * present.sum(axis=0)[None, :]
+    held = np.zeros_like(demand)
+    assigned = np.full(len(present), -1)
+    order = rng.permutation(len(present))
+    while (assigned < 0).any():
+        open_samples = order[assigned[order] < 0]
+        per_class = present[open_samples].sum(axis=0)
+        if per_class.any():
+            label = int(np.argmin(np.where(per_class > 0, per_class, np.inf)))
+            batch = open_samples[present[open_samples, label]]
+        else:
+            label, batch = None, open_samples  # samples without any class: only the sizes matter
+        for index in batch:
+            room = capacity > 0
+            if label is None:
+                best = _pick(room, capacity, rng=rng)
+            else:
+                lacking = ((held[:, label] == 0) & (np.array(list(sizes.values())) > 0)).astype(np.float64)
+                best = _pick(room, lacking, demand[:, label], capacity, rng=rng)
+            assigned[index] = best
+            capacity[best] -= 1
+            demand[best] -= present[index]
+            held[best] += present[index]
+    return {name: np.flatnonzero(assigned == i) for i, name in enumerate(sizes)}
+
+
 def _ratio_split(manifest: pd.DataFrame, params: SplitParams, seed: int) -> dict[str, pd.DataFrame]:
     n = len(manifest)
     n_val, n_test = round(n * params.val), round(n * params.test)
     if n - n_val - n_test < 1 or (params.val and not n_val) or (params.test and not n_test):
         raise SegpipeError(f"only {n} samples: too few for split.val={params.val}, split.test={params.test}")
+    if params.stratify == "classes_present":
+        present = np.array(manifest.class_pixels.tolist()) > 0
+        parts = _classes_present_split(present, {"train": n - n_val - n_test, "val": n_val, "test": n_test}, seed)
+        return {name: manifest.iloc[idx].reset_index(drop=True) for name, idx in parts.items()}
     pixels = np.array(manifest.class_pixels.tolist(), dtype=np.float64)
     shares = pixels / np.maximum(pixels.sum(axis=1, keepdims=True), 1)
     strata = _strata(shares, n_groups=8, seed=seed)
@@ -63,7 +107,8 @@ def _complete(parts: dict[str, pd.DataFrame], params: SplitParams, seed: int) ->
         how += "; the source's val is the test split"
     carve = [name for name in ("val", "test") if parts[name].empty and getattr(params, name) > 0]
     if carve:
-        ratios = SplitParams(val=params.val if "val" in carve else 0.0, test=params.test if "test" in carve else 0.0)
+        ratios = SplitParams(val=params.val if "val" in carve else 0.0, test=params.test if "test" in carve else 0.0,
+                             stratify=params.stratify)
         pieces = _ratio_split(parts["train"], ratios, seed)
         parts.update({name: pieces[name] for name in ("train", *carve)})
         how += f"; {' and '.join(carve)} carved from train (split.{' / split.'.join(carve)})"
