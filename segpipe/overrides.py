@@ -56,15 +56,7 @@ def _flow(value: Any) -> Any:
 def edit_params_text(text: str, overrides: dict[str, Any]) -> str:
     """``text`` with each dotted key set; every other line (comments, order, formatting) stays as it was."""
     rt = _round_trip_yaml()
-    document = rt.load(text) or CommentedMap()
-    for dotted, value in overrides.items():
-        node = document
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            if key not in node:
-                node[key] = CommentedMap()
-            node = node[key]
-        node[leaf] = _flow(value)
+    document = apply_overrides(rt.load(text) or CommentedMap(), {k: _flow(v) for k, v in overrides.items()})
     out = io.StringIO()
     rt.dump(document, out)
     return out.getvalue()
@@ -73,11 +65,11 @@ def edit_params_text(text: str, overrides: dict[str, Any]) -> str:
 def write_overrides(params_path: Path, overrides: dict[str, Any]) -> Params:
     """Validate ``overrides`` against params.yaml and change only their lines in the file (as ``dvc exp run -S``)."""
     text = params_path.read_text()
-    merged = apply_overrides(yaml.safe_load(text) or {}, overrides)
-    params = parse_params(merged, f"{params_path} with overrides")
-    if overrides:
-        edited = edit_params_text(text, overrides)
-        write_atomic(params_path, lambda p: p.write_text(edited))
+    if not overrides:
+        return parse_params(yaml.safe_load(text) or {}, str(params_path))
+    edited = edit_params_text(text, overrides)
+    params = parse_params(yaml.safe_load(edited) or {}, f"{params_path} with overrides")  # what the stages will read
+    write_atomic(params_path, lambda p: p.write_text(edited))
     return params
 
 

@@ -41,7 +41,6 @@ def run(params: Params) -> FitState:
 
         def on_epoch(state: FitState, row: dict) -> None:
             write_atomic(HISTORY, lambda p: pd.DataFrame(state.history).to_csv(p, index=False))
-            training_curves(state.history, CURVES)
             metrics = {k: v for k, v in row.items() if k != "epoch"}
             tracking.log_metrics(params, state.run_id, metrics, step=row["epoch"])
 
@@ -50,6 +49,7 @@ def run(params: Params) -> FitState:
             checkpoint.save({"model": best, "config": trainer.config, "categories": trainer.categories.to_json(),
                              "normalize": trainer.policy["normalize"], "train_size": trainer.policy["train_size"],
                              "epoch": state.best_epoch, "val_miou": state.best_miou}, MODELS / "model.pt")
+            training_curves(state.history, CURVES)
             tracking.save_run_id(state.run_id, tracking.tracking_uri(params.tracking))
             tracking.log_artifacts(params, state.run_id, [HISTORY, CURVES, PREVIEW])
             CHECKPOINT.unlink(missing_ok=True)

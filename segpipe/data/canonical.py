@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from segpipe.data.imageio import DecodeError, oriented_size, sha256_file
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import write_atomic, write_json
 
@@ -77,6 +79,27 @@ class Categories:
             for c in data["categories"]
         )
         return cls(items, int(data["ignore_index"]))
+
+
+def new_row(sample_id: str, source_split: str, source: str) -> dict:
+    """A manifest row with nothing written yet; readers fill in what they write (and an issue, if any)."""
+    row = dict.fromkeys(MANIFEST_COLUMNS, "")
+    row.update({"sample_id": sample_id, "source_split": source_split, "source": source, "width": 0, "height": 0,
+                "source_values": [], "instances": []})
+    return row
+
+
+def copy_image(source: Path, out_dir: Path, row: dict) -> bool:
+    """Copy an image into ``out_dir/images`` and record it (path, sha256, size after EXIF orientation) in ``row``;
+    False when its header cannot be read (clean decodes every image fully and reports it)."""
+    target = out_dir / IMAGES_DIR / f"{row['sample_id']}{source.suffix.lower()}"
+    shutil.copyfile(source, target)
+    row["image"], row["sha256"] = str(target), sha256_file(target)
+    try:
+        row["width"], row["height"] = oriented_size(target)
+    except DecodeError:
+        return False
+    return True
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from PIL import Image
 from segpipe.config import CleanParams
 from segpipe.data.canonical import SEMANTIC_DIR, Categories
 from segpipe.data.imageio import DecodeError, load_image, load_label, save_label
-from segpipe.data.label_stats import binary_mask_hint, coverage_warnings, ignore_share
+from segpipe.data.label_stats import binary_mask_hint, empty_class_warnings, ignore_share, ignore_warnings
 from segpipe.errors import SegpipeError
 from segpipe.parallel import parallel_map
 
@@ -76,9 +76,9 @@ def _ingest_issue(row: dict) -> tuple[str, str]:
 
 def _object_rows(row: dict) -> tuple[list[tuple[str, str, str]], tuple[str, str] | None]:
     """Report rows for the objects of a sample (left out, clipped, overlapping) and its first object defect."""
-    table = row.get("instances")
+    table = [] if row.get("instances") is None else row["instances"]
     rows, defect = [], None
-    for number, entry in enumerate(table if table is not None else [], start=1):
+    for number, entry in enumerate(table, start=1):
         if entry["problem"] and not entry["problem"].startswith("missing_image"):
             reason, _, detail = entry["problem"].partition(": ")
             rows.append((reason, f"object {number} of {row['source']}: {detail}; not painted", row["source"]))
@@ -86,7 +86,7 @@ def _object_rows(row: dict) -> tuple[list[tuple[str, str, str]], tuple[str, str]
         elif entry["clipped"]:
             rows.append(("clipped_polygon", f"object {number} of {row['source']} reaches outside the image",
                          row["source"]))
-    hidden = [(e["area"] - e["pixels"]) for e in (table if table is not None else []) if e["id"]]
+    hidden = [e["area"] - e["pixels"] for e in table if e["id"]]
     if sum(hidden):
         rows.append(("overlap", f"{sum(1 for h in hidden if h)} objects of {row['source']} lost {sum(hidden)} pixels "
                                 f"to overlapping objects", row["source"]))
@@ -209,7 +209,10 @@ def _coverage(kept: list[Verdict], source_values: list, categories: Categories, 
     """Pixels per class and of ignore over the kept samples, with warnings for what would pass silently."""
     pixels = np.array([v.class_pixels for v in kept], dtype=np.int64).reshape(-1, categories.num_classes).sum(0)
     ignored = sum(v.ignore_pixels for v in kept)
-    warnings = coverage_warnings(pixels, ignored, categories, threshold, "kept samples") if kept else []
+    warnings = []
+    if kept:
+        warnings = empty_class_warnings(pixels, categories, "kept samples")
+        warnings += ignore_warnings(pixels, ignored, threshold, "kept samples")
     hint = binary_mask_hint(source_values, pixels, categories)
     if hint:
         warnings.append(hint)

@@ -102,6 +102,11 @@ def load_color_label(path: str | Path) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 
+def save_instance_map(array: np.ndarray, path: str | Path) -> None:
+    """Write an instance-id map as a 16-bit PNG (0 = no instance), whatever its values."""
+    Image.fromarray(array.astype(np.uint16)).save(path, format="PNG")
+
+
 def save_label(array: np.ndarray, path: str | Path) -> None:
     """Write a label array as an 8-bit PNG, or 16-bit when values exceed 255."""
     if array.size and int(array.max()) > 255:

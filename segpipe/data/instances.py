@@ -12,17 +12,15 @@ the table says why, and clean reports it.
 
 from __future__ import annotations
 
-import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from pycocotools import mask as mask_utils
 
-from segpipe.data.canonical import IMAGES_DIR, INSTANCE_DIR, SEMANTIC_DIR
-from segpipe.data.imageio import DecodeError, oriented_size, save_label, sha256_file
+from segpipe.data.canonical import INSTANCE_DIR, SEMANTIC_DIR, copy_image, new_row
+from segpipe.data.imageio import save_instance_map, save_label
 
 BACKGROUND = 0
 
@@ -35,6 +33,11 @@ class Annotation:
     segmentation: Any
     iscrowd: bool = False
     source_category: int | None = None
+
+    def scaled(self, width: int, height: int) -> Annotation:
+        """Polygons given in 0..1 image coordinates (YOLO) in pixels of a ``width`` x ``height`` image."""
+        polygons = [[v * (width if i % 2 == 0 else height) for i, v in enumerate(p)] for p in self.segmentation]
+        return replace(self, segmentation=polygons)
 
 
 def _problem(annotation: Annotation, height: int, width: int) -> str:
@@ -74,10 +77,31 @@ def rasterize(segmentation: Any, height: int, width: int) -> np.ndarray:
     return mask_utils.decode(rle).astype(bool)
 
 
+def table_entry(category: int | None, source_category: int | None = None, *, number: int = 0, iscrowd: bool = False,
+                area: int = 0, pixels: int = 0, problem: str = "", clipped: bool = False) -> dict:
+    """One row of a sample's instance table (``id`` 0 until the object is painted)."""
+    return {"id": number, "category": category, "source_category": source_category, "iscrowd": iscrowd,
+            "area": area, "pixels": pixels, "problem": problem, "clipped": clipped}
+
+
 def _entry(annotation: Annotation, problem: str) -> dict:
-    """The instance-table row of one annotation, before it is painted."""
-    return {"id": 0, "category": annotation.category, "source_category": annotation.source_category,
-            "iscrowd": bool(annotation.iscrowd), "area": 0, "pixels": 0, "problem": problem, "clipped": False}
+    return table_entry(annotation.category, annotation.source_category, iscrowd=bool(annotation.iscrowd),
+                       problem=problem)
+
+
+def table_from_maps(semantic: np.ndarray, instance: np.ndarray, ignore_index: int | None = None) -> list[dict]:
+    """The instance table of a source that gives maps, not objects: each id's class is the one most of its
+    labelled pixels carry (an object without any is reported as an unknown category)."""
+    table = []
+    for number in np.unique(instance[instance > 0]):
+        pixels = instance == number
+        labelled = semantic[pixels & (semantic != ignore_index)] if ignore_index is not None else semantic[pixels]
+        category = int(np.bincount(labelled.astype(np.int64)).argmax()) if labelled.size else None
+        count = int(pixels.sum())
+        table.append(table_entry(category, category, number=int(number), area=count, pixels=count,
+                                 problem="" if category is not None else
+                                 "unknown_category: the object has no class pixels"))
+    return table
 
 
 def paint(annotations: list[Annotation], height: int, width: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
@@ -111,7 +135,8 @@ class AnnotatedSample:
     """An image with its object annotations; ``materialize`` writes it in the canonical layout.
 
     ``root`` is the source folder and ``image`` a path relative to it, so the manifest records the same text
-    whichever way ``ingest.source`` spells the folder.
+    whichever way ``ingest.source`` spells the folder. With ``normalized`` the polygons are in 0..1 image
+    coordinates (YOLO) and are scaled once the image's size is read.
     """
 
     sample_id: str
@@ -120,35 +145,28 @@ class AnnotatedSample:
     annotations: tuple[Annotation, ...]
     source_split: str
     size: tuple[int, int] | None = None  # (width, height) the annotations were made on, when the source says
+    normalized: bool = False
 
     def materialize(self, out_dir: Path) -> dict:
-        row = {
-            "sample_id": self.sample_id, "image": "", "semantic": "", "instance": "", "width": 0, "height": 0,
-            "sha256": "", "source_split": self.source_split, "issue": "", "source": self.image,
-            "source_values": [], "instances": [],
-        }
+        row = new_row(self.sample_id, self.source_split, self.image)
         source = self.root / self.image
         if not source.is_file():
             row["issue"] = f"missing_image: {self.image} is annotated but not there"
             row["instances"] = [_entry(a, "missing_image: the annotated image is not there") for a in self.annotations]
             return row
-        target = out_dir / IMAGES_DIR / f"{self.sample_id}{source.suffix.lower()}"
-        shutil.copyfile(source, target)
-        row["image"], row["sha256"] = str(target), sha256_file(target)
-        try:
-            width, height = oriented_size(target)
-        except DecodeError:
-            return row  # clean decodes every image fully and reports it
-        row["width"], row["height"] = width, height
+        if not copy_image(source, out_dir, row):
+            return row
+        width, height = row["width"], row["height"]
         if self.size and tuple(self.size) != (width, height):
             row["issue"] = (f"size_mismatch: {self.image} is {width}x{height} but its annotations are for "
                             f"{self.size[0]}x{self.size[1]} (width x height)")
             return row
-        semantic, instance, table = paint(list(self.annotations), height, width)
+        annotations = [a.scaled(width, height) for a in self.annotations] if self.normalized else self.annotations
+        semantic, instance, table = paint(list(annotations), height, width)
         paths = {"semantic": out_dir / SEMANTIC_DIR / f"{self.sample_id}.png",
                  "instance": out_dir / INSTANCE_DIR / f"{self.sample_id}.png"}
         save_label(semantic, paths["semantic"])
-        Image.fromarray(instance).save(paths["instance"])  # always 16-bit, like every canonical instance map
+        save_instance_map(instance, paths["instance"])
         row.update({key: str(path) for key, path in paths.items()})
         row["instances"] = table
         return row

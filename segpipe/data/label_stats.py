@@ -15,20 +15,23 @@ def ignore_share(class_pixels: np.ndarray, ignore_pixels: int) -> float:
     return ignore_pixels / total if total else 0.0
 
 
-def coverage_warnings(class_pixels: np.ndarray, ignore_pixels: int, categories: Categories, threshold: float,
-                      where: str) -> list[str]:
-    """One line per class with no pixel at all in ``where``, and one when ignore covers more than ``threshold``."""
-    warnings = []
+def empty_class_warnings(class_pixels: np.ndarray, categories: Categories, where: str) -> list[str]:
+    """A line naming the classes with no pixel at all in ``where`` (none when every class has pixels)."""
     empty = [categories.names[i] for i in np.flatnonzero(class_pixels == 0)]
-    if empty:
-        warnings.append(f"{where}: class{'es' if len(empty) > 1 else ''} {', '.join(empty)} "
-                        f"{'have' if len(empty) > 1 else 'has'} no pixels at all; the model cannot learn "
-                        f"{'them' if len(empty) > 1 else 'it'}")
+    if not empty:
+        return []
+    many = len(empty) > 1
+    return [f"{where}: class{'es' if many else ''} {', '.join(empty)} {'have' if many else 'has'} no pixels at all; "
+            f"the model cannot learn {'them' if many else 'it'}"]
+
+
+def ignore_warnings(class_pixels: np.ndarray, ignore_pixels: int, threshold: float, where: str) -> list[str]:
+    """A line when ignore covers more than ``threshold`` of the mask pixels in ``where``."""
     share = ignore_share(class_pixels, ignore_pixels)
-    if share > threshold:
-        warnings.append(f"{where}: {share:.0%} of the mask pixels are ignore (more than clean.warn_ignore_share "
-                        f"{threshold:.0%}); check ingest.mask_folder.ignore_index / label_map")
-    return warnings
+    if share <= threshold:
+        return []
+    return [f"{where}: {share:.0%} of the mask pixels are ignore (more than clean.warn_ignore_share "
+            f"{threshold:.0%}); check ingest.mask_folder.ignore_index / label_map"]
 
 
 def binary_mask_hint(source_values: Iterable[Iterable[int]], class_pixels: np.ndarray,

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from segpipe.config import MaskFolderParams
-from segpipe.data.canonical import IMAGES_DIR, SEMANTIC_DIR, Categories, Category
-from segpipe.data.imageio import DecodeError, load_color_label, load_label, oriented_size, save_label, sha256_file
+from segpipe.data.canonical import SEMANTIC_DIR, Categories, Category, copy_image, new_row
+from segpipe.data.imageio import DecodeError, load_color_label, load_label, save_label
 from segpipe.errors import SegpipeError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -52,21 +51,11 @@ class MaskFolderSample:
     ignore: int
 
     def materialize(self, out_dir: Path) -> dict:
-        row = {
-            "sample_id": self.sample_id, "image": "", "semantic": "", "instance": "", "width": 0, "height": 0,
-            "sha256": "", "source_split": self.source_split, "issue": "",
-            "source": self.image or self.mask, "source_values": [], "instances": [],
-        }
+        row = new_row(self.sample_id, self.source_split, self.image or self.mask)
         if self.image is None:
             row["issue"] = f"missing_image: mask {self.mask} has no image with the same stem"
             return row
-        target = out_dir / IMAGES_DIR / f"{self.sample_id}{Path(self.image).suffix.lower()}"
-        shutil.copyfile(self.root / self.image, target)
-        row["image"], row["sha256"] = str(target), sha256_file(target)
-        try:
-            row["width"], row["height"] = oriented_size(target)
-        except DecodeError:
-            pass  # clean decodes every image fully and reports it
+        copy_image(self.root / self.image, out_dir, row)  # an unreadable image is clean's to report
         if self.mask is None:
             row["issue"] = f"missing_mask: image {self.image} has no mask with the same stem"
             return row

@@ -10,7 +10,7 @@ from sklearn.model_selection import train_test_split
 
 from segpipe.config import SplitParams
 from segpipe.data.canonical import Categories
-from segpipe.data.label_stats import coverage_warnings, ignore_share, missing_from_eval_splits
+from segpipe.data.label_stats import empty_class_warnings, ignore_share, ignore_warnings, missing_from_eval_splits
 from segpipe.errors import SegpipeError
 
 SPLITS = ("train", "val", "test")
@@ -51,6 +51,7 @@ def _classes_present_split(present: np.ndarray, sizes: dict[str, int], seed: int
     capacity = np.array(list(sizes.values()), dtype=np.float64)
     demand = (capacity / capacity.sum())[:, None] * present.sum(axis=0)[None, :]
     held = np.zeros_like(demand)
+    takes_any = capacity > 0  # a split of size 0 (split.test: 0) never needs a class
     assigned = np.full(len(present), -1)
     order = rng.permutation(len(present))
     while (assigned < 0).any():
@@ -66,7 +67,7 @@ def _classes_present_split(present: np.ndarray, sizes: dict[str, int], seed: int
             if label is None:
                 best = _pick(room, capacity, rng=rng)
             else:
-                lacking = ((held[:, label] == 0) & (np.array(list(sizes.values())) > 0)).astype(np.float64)
+                lacking = ((held[:, label] == 0) & takes_any).astype(np.float64)
                 best = _pick(room, lacking, demand[:, label], capacity, rng=rng)
             assigned[index] = best
             capacity[best] -= 1
@@ -148,12 +149,9 @@ def _pixels(frame: pd.DataFrame, num_classes: int) -> tuple[np.ndarray, int]:
 def coverage(parts: dict[str, pd.DataFrame], categories: Categories, threshold: float) -> dict:
     """Per split: classes with no pixels and the ignore share; warnings for train gaps, eval gaps and ignore."""
     counted = {name: _pixels(frame, categories.num_classes) for name, frame in parts.items()}
-    warnings = []
+    warnings = empty_class_warnings(counted["train"][0], categories, "train")
     for name, (pixels, ignored) in counted.items():
-        if name == "train":
-            warnings += coverage_warnings(pixels, ignored, categories, threshold, name)
-        elif ignore_share(pixels, ignored) > threshold:
-            warnings += coverage_warnings(np.ones_like(pixels), ignored, categories, threshold, name)[-1:]
+        warnings += ignore_warnings(pixels, ignored, threshold, name)
     warnings += missing_from_eval_splits({name: pixels for name, (pixels, _) in counted.items()}, categories)
     return {
         "classes_without_pixels": {name: [categories.names[i] for i in np.flatnonzero(pixels == 0)]

@@ -13,8 +13,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from segpipe.config import SyntheticParams
-from segpipe.data.canonical import IMAGES_DIR, INSTANCE_DIR, SEMANTIC_DIR, Categories, Category
-from segpipe.data.imageio import save_label, sha256_file
+from segpipe.data.canonical import IMAGES_DIR, INSTANCE_DIR, SEMANTIC_DIR, Categories, Category, new_row
+from segpipe.data.imageio import save_instance_map, save_label, sha256_file
+from segpipe.data.instances import table_from_maps
 
 SKY, GRASS, ROAD, DISC, BOX, TRIANGLE = range(6)
 CATEGORIES = Categories(
@@ -122,18 +123,6 @@ def _renumber(instance: np.ndarray) -> np.ndarray:
     return lut[instance]
 
 
-def instance_table(scene: Scene) -> list[dict]:
-    """The per-sample instance table: each instance's id, class (from the class map) and pixel count."""
-    table = []
-    for number in np.unique(scene.instance[scene.instance > 0]):
-        pixels = scene.instance == number
-        category = int(np.bincount(scene.semantic[pixels].ravel()).argmax())
-        count = int(pixels.sum())
-        table.append({"id": int(number), "category": category, "source_category": category, "iscrowd": False,
-                      "area": count, "pixels": count, "problem": "", "clipped": False})
-    return table
-
-
 @dataclass(frozen=True)
 class SyntheticSample:
     """A recipe for one generated sample; ``materialize`` writes it in the canonical layout."""
@@ -153,13 +142,12 @@ class SyntheticSample:
         }
         Image.fromarray(scene.image).save(paths["image"])
         save_label(scene.semantic, paths["semantic"])
-        Image.fromarray(scene.instance).save(paths["instance"])
-        return {
-            "sample_id": sample_id, **{k: str(v) for k, v in paths.items()},
-            "width": self.size[1], "height": self.size[0], "sha256": sha256_file(paths["image"]),
-            "source_split": "", "source": f"synthetic(seed={self.seed}, index={self.index})", "issue": "",
-            "source_values": [], "instances": instance_table(scene),
-        }
+        save_instance_map(scene.instance, paths["instance"])
+        row = new_row(sample_id, "", f"synthetic(seed={self.seed}, index={self.index})")
+        row.update({key: str(path) for key, path in paths.items()})
+        row.update({"width": self.size[1], "height": self.size[0], "sha256": sha256_file(paths["image"]),
+                    "instances": table_from_maps(scene.semantic, scene.instance)})
+        return row
 
 
 def plan(params: SyntheticParams, seed: int) -> tuple[Categories, list[SyntheticSample]]:

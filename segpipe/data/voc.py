@@ -3,16 +3,15 @@ palette PNGs (255 = the ignored border), ImageSets/Segmentation/{train,val}.txt 
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from segpipe.config import VocParams
-from segpipe.data.canonical import IMAGES_DIR, INSTANCE_DIR, SEMANTIC_DIR, Categories, Category
-from segpipe.data.imageio import DecodeError, load_label, oriented_size, save_label, sha256_file
+from segpipe.data.canonical import INSTANCE_DIR, SEMANTIC_DIR, Categories, Category, copy_image, new_row
+from segpipe.data.imageio import DecodeError, load_label, save_instance_map, save_label
+from segpipe.data.instances import table_from_maps
 from segpipe.data.palette import class_color
 from segpipe.errors import SegpipeError
 
@@ -22,20 +21,6 @@ VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "
 BORDER = 255
 CATEGORIES = Categories(tuple(Category(i, name, class_color(i), i > 0, i) for i, name in enumerate(VOC_CLASSES)),
                         ignore_index=BORDER)
-
-
-def instance_table(classes: np.ndarray, objects: np.ndarray) -> list[dict]:
-    """Each object's id and class: the class most of its pixels carry in SegmentationClass."""
-    table = []
-    for number in np.unique(objects[(objects > 0) & (objects != BORDER)]):
-        pixels = objects == number
-        labelled = classes[pixels & (classes != BORDER)]
-        category = int(np.bincount(labelled).argmax()) if labelled.size else None
-        count = int(pixels.sum())
-        table.append({"id": int(number), "category": category, "source_category": category, "iscrowd": False,
-                      "area": count, "pixels": count, "clipped": False,
-                      "problem": "" if category else "unknown_category: the object has no class pixels"})
-    return table
 
 
 @dataclass(frozen=True)
@@ -48,17 +33,13 @@ class VocSample:
 
     def materialize(self, out_dir: Path) -> dict:
         image = f"JPEGImages/{self.sample_id}.jpg"
-        row = {"sample_id": self.sample_id, "image": "", "semantic": "", "instance": "", "width": 0, "height": 0,
-               "sha256": "", "source_split": self.source_split, "issue": "", "source": image, "source_values": [],
-               "instances": []}
+        row = new_row(self.sample_id, self.source_split, image)
         if not (self.root / image).is_file():
             row["issue"] = f"missing_image: {image} is listed in ImageSets/Segmentation but not there"
             return row
-        target = out_dir / IMAGES_DIR / f"{self.sample_id}.jpg"
-        shutil.copyfile(self.root / image, target)
-        row["image"], row["sha256"] = str(target), sha256_file(target)
+        if not copy_image(self.root / image, out_dir, row):
+            return row
         try:
-            row["width"], row["height"] = oriented_size(target)
             classes = load_label(self.root / f"SegmentationClass/{self.sample_id}.png").astype(np.int64)
             objects = load_label(self.root / f"SegmentationObject/{self.sample_id}.png").astype(np.int64)
         except DecodeError as exc:
@@ -70,10 +51,11 @@ class VocSample:
             return row
         semantic = out_dir / SEMANTIC_DIR / f"{self.sample_id}.png"
         instance = out_dir / INSTANCE_DIR / f"{self.sample_id}.png"
+        objects[objects == BORDER] = 0
         save_label(classes, semantic)
-        Image.fromarray(np.where(objects == BORDER, 0, objects).astype(np.uint16)).save(instance)
+        save_instance_map(objects, instance)
         row.update({"semantic": str(semantic), "instance": str(instance),
-                    "instances": instance_table(classes, objects)})
+                    "instances": table_from_maps(classes, objects, BORDER)})
         return row
 
 

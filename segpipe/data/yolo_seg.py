@@ -9,7 +9,6 @@ import yaml
 
 from segpipe.config import YoloSegParams
 from segpipe.data.canonical import Categories, Category
-from segpipe.data.imageio import DecodeError, oriented_size
 from segpipe.data.instances import BACKGROUND, AnnotatedSample, Annotation
 from segpipe.data.mask_folder import IMAGE_SUFFIXES
 from segpipe.data.palette import class_color
@@ -44,8 +43,8 @@ def categories_for(names: list[str]) -> Categories:
     return Categories(tuple(items), Categories.ignore_for(len(items)))
 
 
-def parse_labels(path: Path, width: int, height: int, num_classes: int) -> list[Annotation]:
-    """The objects of one label file as absolute-pixel polygons; a malformed line is an error naming it."""
+def parse_labels(path: Path, num_classes: int) -> list[Annotation]:
+    """The objects of one label file (polygons in 0..1 image coordinates); a malformed line is an error naming it."""
     annotations = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         fields = line.split()
@@ -58,9 +57,8 @@ def parse_labels(path: Path, width: int, height: int, num_classes: int) -> list[
                                f"'{line[:60]}'") from None
         if len(coords) % 2:
             raise SegpipeError(f"{path}:{number}: an odd number of coordinates ({len(coords)}); each point is x y")
-        polygon = [v * (width if i % 2 == 0 else height) for i, v in enumerate(coords)]
         category = cls + 1 if 0 <= cls < num_classes else None
-        annotations.append(Annotation(category, [polygon], False, cls))
+        annotations.append(Annotation(category, [coords], False, cls))
     return annotations
 
 
@@ -75,30 +73,12 @@ def _label_dir(images: str, labels: str | None) -> str:
     return Path(*parts[:index], "labels", *parts[index + 1:]).as_posix()
 
 
-def _sample(root: Path, image: Path, label_dir: Path, split: str, num_classes: int) -> AnnotatedSample:
+def _sample(root: Path, image: Path, label: Path, split: str, num_classes: int) -> AnnotatedSample:
+    """One image and its label file; an image without a label file has no objects (a negative), and a label file
+    without its image becomes a sample that clean reports (its objects counted, not painted)."""
     sample_id = f"{split}_{image.stem}" if split else image.stem
-    relative = image.relative_to(root).as_posix()
-    label = label_dir / f"{image.stem}.txt"
-    if not label.is_file():  # an image without a label file has no objects: a negative
-        return AnnotatedSample(sample_id, root, relative, (), split)
-    try:
-        width, height = oriented_size(image)
-    except DecodeError:
-        return AnnotatedSample(sample_id, root, relative, (), split)  # clean reports the corrupt image
-    return AnnotatedSample(sample_id, root, relative, tuple(parse_labels(label, width, height, num_classes)), split)
-
-
-def _orphans(root: Path, label_dir: Path, stems: set[str], folder: Path, split: str,
-             num_classes: int) -> list[AnnotatedSample]:
-    """Label files whose image is missing: samples that clean reports (their objects counted, not painted)."""
-    orphans = []
-    for label in sorted(label_dir.glob("*.txt")) if label_dir.is_dir() else []:
-        if label.stem not in stems:
-            sample_id = f"{split}_{label.stem}" if split else label.stem
-            image = (folder / f"{label.stem}.jpg").relative_to(root).as_posix()
-            orphans.append(AnnotatedSample(sample_id, root, image, tuple(parse_labels(label, 1, 1, num_classes)),
-                                           split))
-    return orphans
+    objects = tuple(parse_labels(label, num_classes)) if label.is_file() else ()
+    return AnnotatedSample(sample_id, root, image.relative_to(root).as_posix(), objects, split, normalized=True)
 
 
 def plan(root: Path, params: YoloSegParams) -> tuple[Categories, list[AnnotatedSample]]:
@@ -113,10 +93,11 @@ def plan(root: Path, params: YoloSegParams) -> tuple[Categories, list[AnnotatedS
         if not folder.is_dir():
             raise SegpipeError(f"{folder}: folder not found; check ingest.yolo_seg (images / splits)")
         labels = root / _label_dir(image_dir, label_dir)
-        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        for image in images:
-            samples.append(_sample(root, image, labels, split, categories.num_classes - 1))
-        samples += _orphans(root, labels, {p.stem for p in images}, folder, split, categories.num_classes - 1)
+        images = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+        orphans = sorted(p.stem for p in labels.glob("*.txt") if p.stem not in images) if labels.is_dir() else []
+        images.update({stem: folder / f"{stem}.jpg" for stem in orphans})
+        samples += [_sample(root, image, labels / f"{stem}.txt", split, categories.num_classes - 1)
+                    for stem, image in images.items()]
     if not samples:
         raise SegpipeError(f"{root}: no images found; check ingest.yolo_seg.images")
     return categories, samples
