@@ -1,7 +1,13 @@
-"""Parallel map with a progress bar, used by every long per-sample loop."""
+"""Parallel map with a progress bar, used by every long per-sample loop.
+
+Workers start from a fork server, never by forking the caller: a stage may run inside a process that already holds
+threads (a Prefect worker, a test session that trained a model, ONNX Runtime or MLflow helpers), and a process forked
+from one can inherit a lock that no thread will ever release and hang.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -34,7 +40,7 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T] | Iterable[T], *, work
                 bar.update()
             return results
         chunksize = max(1, min(32, len(items) // (n_proc * 8)))
-        with ProcessPoolExecutor(max_workers=n_proc) as pool:
+        with ProcessPoolExecutor(max_workers=n_proc, mp_context=multiprocessing.get_context("forkserver")) as pool:
             results = []
             for result in pool.map(fn, items, chunksize=chunksize):
                 results.append(result)
