@@ -51,27 +51,29 @@ def measure(mode: str, steps: int) -> dict:
     dataset = trainer.train_set
     if mode == "reference":
         per_sample = trainer.policy["sample"] + trainer.policy["device_eval"]
-        ignore = trainer.categories.ignore_index
+        ignore, instances = trainer.categories.ignore_index, trainer.task.with_instances
+        transform = build(per_sample, ignore, instances, params.augment.min_instance_pixels)
         dataset = DecodingSegmentation(read_manifest(SPLIT / "train.parquet"), tuple(trainer.policy["size"]),
-                                       build(per_sample, ignore))
+                                       transform, instances)
         settings = StepSettings(torch.nn.Identity(), settings.amp, settings.channels_last, None, None)
     loader = torch.utils.data.DataLoader(dataset, batch_size=trainer.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=params.train.loader_workers)
+                                         num_workers=params.train.loader_workers, collate_fn=trainer.task.collate)
     warm = StepSettings(settings.device_transform, settings.amp, settings.channels_last, None, 2)
-    train_one_epoch(trainer.net, loader, trainer.loss_fn, trainer.optimizer, trainer.scheduler, None, warm,
+    train_one_epoch(trainer.net, loader, trainer.criterion, trainer.optimizer, trainer.scheduler, None, warm,
                     runtime, "warm-up")
     done, start = 0, time.perf_counter()
     while done < steps:
         chunk = min(steps - done, len(loader))
         timed = StepSettings(settings.device_transform, settings.amp, settings.channels_last, None, chunk)
-        train_one_epoch(trainer.net, loader, trainer.loss_fn, trainer.optimizer, trainer.scheduler, None, timed,
+        train_one_epoch(trainer.net, loader, trainer.criterion, trainer.optimizer, trainer.scheduler, None, timed,
                         runtime, mode)
         done += chunk
     seconds = time.perf_counter() - start
     images = done * trainer.batch_size
     result = {"mode": mode, "images": images, "seconds": round(seconds, 2),
               "images_per_s": round(images / seconds, 2), "peak_rss_mb": _peak_rss_mb(),
-              "device": str(runtime.device), "model": params.model.name, "batch_size": trainer.batch_size}
+              "device": str(runtime.device), "task": params.task, "model": params.model.name,
+              "batch_size": trainer.batch_size}
     if runtime.device.type == "cuda":
         result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return result
@@ -84,11 +86,12 @@ def inference(runs: int) -> dict:
     from segpipe.evaluation import TrainedModel
 
     trained = TrainedModel.load(Path("models/model.pt"), torch.device("cpu"))
+    model = trained.task.onnx_module(trained.model)
     image = DecodingSegmentation(read_manifest(SPLIT / "test.parquet"))[0]["image"].unsqueeze(0)
     inputs = trained.input_transform()(image)
     session = ort.InferenceSession(str(EXPORT / "model.onnx"), providers=["CPUExecutionProvider"])
     with torch.no_grad():
-        torch_ms = median_ms(lambda: trained.model(inputs), runs)
+        torch_ms = median_ms(lambda: model(inputs), runs)
     ort_ms = median_ms(lambda: session.run(None, {"images": inputs.numpy()}), runs)
     return {"input_shape": list(inputs.shape), "torch_eager_ms": round(torch_ms, 2),
             "onnxruntime_ms": round(ort_ms, 2), "speedup_onnxruntime_over_torch": round(torch_ms / ort_ms, 2),

@@ -27,6 +27,7 @@ from segpipe.config import Params, RangeSpec, SweepParams, load_params, parse_pa
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import working_directory
 from segpipe.overrides import apply_overrides, dvc_set_args
+from segpipe.tasks import get_task
 
 
 def grid(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -139,6 +140,8 @@ def segmentation_sweep(project: str = ".", method: str | None = None, space: dic
     given = {k: v for k, v in {"method": method, "space": space, "trials": trials, "concurrency": concurrency}.items()
              if v is not None}
     sweep = SweepParams.model_validate({**params.orchestration.sweep.model_dump(), **given})
+    if sweep.objective is None:  # the task's own: test_miou, test_mask_ap, ...
+        sweep = sweep.model_copy(update={"objective": f"test_{get_task(params.task).objective}"})
     if not params.tracking.enabled or not sweep.space:
         raise SegpipeError("a sweep needs tracking.enabled: true and a non-empty orchestration.sweep.space")
     original = (root / "params.yaml").read_text()

@@ -24,10 +24,12 @@ def _preset(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> None:
     from segpipe.predict import Predictor, predict
 
-    report = predict(Predictor.load(args.model), args.inputs, Path(args.out))
+    predictor = Predictor.load(args.model)
+    report = predict(predictor, args.inputs, Path(args.out))
     for _, reason in report.skipped:
         print(f"segpipe predict: skipped {reason}", file=sys.stderr)
-    print(f"predict: wrote {len(report.written)} label maps and overlays to {args.out}, skipped {len(report.skipped)}")
+    print(f"predict: wrote {len(report.written)} {predictor.task.map_name} and overlays to {args.out}, "
+          f"skipped {len(report.skipped)}")
     if not report.written:
         raise SegpipeError("no input image could be read")
 

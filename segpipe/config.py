@@ -212,7 +212,9 @@ class AugmentParams(Section):
 
 
 ModelName = Literal[
-    "unet", "fcn_resnet50", "deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"]
+    "unet", "fcn_resnet50", "deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large",
+    "maskrcnn_resnet18_fpn", "maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"]
+INSTANCE_MODELS = ("maskrcnn_resnet18_fpn", "maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
 
 
 class UNetParams(Section):
@@ -221,10 +223,30 @@ class UNetParams(Section):
     residual: bool = False
 
 
+class MaskRCNNParams(Section):
+    """Mask R-CNN settings (task: instance)."""
+
+    min_size: int = Field(128, ge=32, description="images are resized so their short side is this")
+    max_size: int = Field(256, ge=32, description="... and their long side at most this")
+    anchor_sizes: tuple[int, int, int, int, int] = Field(
+        (16, 32, 64, 128, 256), description="anchor size per FPN level, strides 4, 8, 16, 32, 64")
+    fpn_channels: int = Field(64, ge=8, description="resnet18_fpn only; the ResNet-50 models use torchvision's 256")
+    detections_per_image: int = Field(100, ge=1)
+    score_threshold: float = Field(0.05, ge=0, lt=1, description="detections below this score are dropped")
+    mask_threshold: float = Field(0.5, gt=0, lt=1, description="mask probability that counts as the object")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> MaskRCNNParams:
+        if self.min_size > self.max_size:
+            raise ValueError(f"min_size {self.min_size} is larger than max_size {self.max_size}")
+        return self
+
+
 class ModelParams(Section):
     name: ModelName = "lraspp_mobilenet_v3_large"
     weights: str | None = Field(None, description="null (from scratch), backbone, full, or a checkpoint path")
     unet: UNetParams = UNetParams()
+    mask_rcnn: MaskRCNNParams = MaskRCNNParams()
 
 
 class OptimizerParams(Section):
@@ -248,7 +270,7 @@ class LossParams(Section):
 
 
 class EarlyStoppingParams(Section):
-    patience: int | None = Field(None, ge=1, description="epochs without val mIoU gain before stopping")
+    patience: int | None = Field(None, ge=1, description="epochs without a gain of the val objective before stopping")
     min_delta: float = Field(0.0, ge=0)
 
 
@@ -307,7 +329,8 @@ class SweepParams(Section):
     method: Literal["grid", "random", "bayes"] = "grid"
     trials: int = Field(4, ge=1, description="trials for random and bayes (grid runs every combination)")
     concurrency: int = Field(1, ge=1, description="trials at once: 1 on a 2-core CPU, more with GPU workers")
-    objective: str = Field("test_miou", description="MLflow metric the sweep optimises")
+    objective: str | None = Field(
+        None, description="MLflow metric the sweep optimises; null = the task's test objective (test_miou, ...)")
     direction: Literal["maximize", "minimize"] = "maximize"
     space: dict[str, list[Any] | RangeSpec] = Field(default_factory=dict, description="dotted key -> values or range")
 
@@ -328,6 +351,7 @@ class OrchestrationParams(Section):
 
 
 class Params(Section):
+    task: Literal["semantic", "instance"] = "semantic"
     base: BaseParams = BaseParams()
     ingest: IngestParams = IngestParams()
     clean: CleanParams = CleanParams()
@@ -339,6 +363,14 @@ class Params(Section):
     export: ExportParams = ExportParams()
     tracking: TrackingParams = TrackingParams()
     orchestration: OrchestrationParams = OrchestrationParams()
+
+    @model_validator(mode="after")
+    def _model_fits_task(self) -> Params:
+        if (self.model.name in INSTANCE_MODELS) != (self.task == "instance"):
+            fitting = INSTANCE_MODELS if self.task == "instance" else "unet, lraspp_mobilenet_v3_large, ..."
+            raise ValueError(f"model.name '{self.model.name}' does not do task '{self.task}'; for {self.task} "
+                             f"use {', '.join(fitting) if isinstance(fitting, tuple) else fitting}")
+        return self
 
 
 def _known_keys(loc: tuple[Any, ...]) -> list[str]:

@@ -73,3 +73,12 @@ def sync_buffers(model: torch.nn.Module, runtime: Runtime) -> None:
     if runtime.distributed:
         for buffer in model.buffers():
             dist.broadcast(buffer.data, src=0)
+
+
+def reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum a small tensor over the processes of the current group (unchanged without torch.distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    total = values.to("cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(total)
+    return total.cpu()

@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from segpipe.distributed import Runtime, all_reduce_sum
-from segpipe.metrics import ConfusionMatrix
 from segpipe.progress import progress
+from segpipe.tasks import Criterion, Evaluator, Task
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -35,7 +35,7 @@ class StepSettings:
 
 
 def train_loader(dataset: Dataset, batch_size: int, workers: int, seed: int, epoch: int,
-                 runtime: Runtime) -> DataLoader:
+                 runtime: Runtime, collate_fn=None) -> DataLoader:
     """A shuffled loader whose order and augmentation depend only on (seed, epoch): resumable exactly."""
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     sampler = None
@@ -44,37 +44,44 @@ def train_loader(dataset: Dataset, batch_size: int, workers: int, seed: int, epo
         sampler.set_epoch(epoch)
     return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, num_workers=workers,
                       generator=generator, drop_last=len(dataset) > batch_size * runtime.world_size,
-                      pin_memory=runtime.device.type == "cuda")
+                      pin_memory=runtime.device.type == "cuda", collate_fn=collate_fn)
 
 
-def eval_loader(dataset: Dataset, batch_size: int, workers: int, runtime: Runtime) -> DataLoader:
+def eval_loader(dataset: Dataset, batch_size: int, workers: int, runtime: Runtime, collate_fn=None) -> DataLoader:
     """An ordered loader over this process's share (every sample counted exactly once across processes)."""
     shard = Subset(dataset, range(runtime.rank, len(dataset), runtime.world_size)) if runtime.distributed else dataset
-    return DataLoader(shard, batch_size=batch_size, num_workers=workers, pin_memory=runtime.device.type == "cuda")
+    return DataLoader(shard, batch_size=batch_size, num_workers=workers, pin_memory=runtime.device.type == "cuda",
+                      collate_fn=collate_fn)
 
 
-def _inputs(batch: dict, settings: StepSettings, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _images(batch: dict, settings: StepSettings, device: torch.device) -> torch.Tensor:
     images = settings.device_transform(batch["image"].to(device, non_blocking=True))
     if settings.channels_last and device.type == "cuda":
         images = images.contiguous(memory_format=torch.channels_last)
-    return images, batch["semantic"].to(device, non_blocking=True).long()
+    return images
 
 
-def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
+def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: Criterion, optimizer: torch.optim.Optimizer,
                     scheduler, scaler: torch.amp.GradScaler | None, settings: StepSettings, runtime: Runtime,
                     description: str) -> dict[str, float]:
-    """One pass over ``loader``; returns the mean loss (over all processes) and images per second."""
+    """One pass over ``loader``; returns the mean of each loss term and of their sum ``loss`` (over all
+    processes), and images per second."""
     model.train()
     total = len(loader) if settings.max_steps is None else min(len(loader), settings.max_steps)
     bar = progress(total, description, unit="step", enabled=runtime.is_main, leave=False)
-    sums = torch.zeros(2, dtype=torch.float64)  # loss * images, images
+    names: list[str] = []
+    sums = torch.zeros(0, dtype=torch.float64)  # per term: value * images; then the loss and the image count
     start = time.perf_counter()
     for step, batch in enumerate(loader):
         if step >= total:
             break
-        images, target = _inputs(batch, settings, runtime.device)
+        images = _images(batch, settings, runtime.device)
         with settings.autocast(runtime.device):
-            loss = loss_fn(model(images), target)
+            terms = criterion(model, images, batch)
+            loss = terms["loss"] if list(terms) == ["loss"] else sum(terms.values())
+        if not names:
+            names = [name for name in terms if name != "loss"]
+            sums = torch.zeros(len(names) + 2, dtype=torch.float64)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -89,28 +96,28 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, op
         else:
             optimizer.step()
         scheduler.step()
-        sums += torch.tensor([loss.item() * len(images), len(images)], dtype=torch.float64)
+        values = [terms[name].item() * len(images) for name in names]
+        sums += torch.tensor([*values, loss.item() * len(images), len(images)], dtype=torch.float64)
         bar.update()
-        bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{sums[1] / (time.perf_counter() - start):.1f}")
+        bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{sums[-1] / (time.perf_counter() - start):.1f}")
     bar.close()
     elapsed = time.perf_counter() - start
-    sums = all_reduce_sum(sums, runtime)
-    return {"loss": float(sums[0] / max(sums[1], 1)), "images_per_s": float(sums[1] / max(elapsed, 1e-9))}
+    sums = all_reduce_sum(sums if len(sums) else torch.zeros(2, dtype=torch.float64), runtime)
+    count = max(float(sums[-1]), 1.0)
+    means = {name if name.startswith("loss_") else f"loss_{name}": float(sums[i] / count)
+             for i, name in enumerate(names)}
+    return {"loss": float(sums[-2] / count), **means, "images_per_s": float(sums[-1] / max(elapsed, 1e-9))}
 
 
 @torch.no_grad()
-def validate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, num_classes: int, ignore_index: int,
-             settings: StepSettings, runtime: Runtime) -> dict[str, float]:
-    """Loss and confusion-matrix metrics over ``loader``, summed over all processes."""
+def validate(model: nn.Module, loader: DataLoader, task: Task, evaluator: Evaluator, settings: StepSettings,
+             runtime: Runtime) -> dict[str, float]:
+    """The task's validation metrics over ``loader``, combined over all processes."""
     model.eval()
-    matrix = ConfusionMatrix(num_classes, ignore_index)
-    sums = torch.zeros(2, dtype=torch.float64)
     for batch in loader:
-        images, target = _inputs(batch, settings, runtime.device)
+        images = _images(batch, settings, runtime.device)
         with settings.autocast(runtime.device):
-            logits = model(images)
-        sums += torch.tensor([loss_fn(logits.float(), target).item() * len(images), len(images)], dtype=torch.float64)
-        matrix.update(logits.argmax(1), target)
-    matrix.reduce()
-    sums = all_reduce_sum(sums, runtime)
-    return {"loss": float(sums[0] / max(sums[1], 1)), **matrix.compute()}
+            outputs = task.forward_eval(model, images)
+        evaluator.process(batch, outputs)
+    evaluator.reduce()
+    return evaluator.compute()

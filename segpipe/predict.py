@@ -1,4 +1,5 @@
-"""``segpipe predict``: label maps and colour overlays for images, from the ONNX export or a checkpoint."""
+"""``segpipe predict``: the task's results for images (label maps or instance maps, overlays, COCO results),
+from the ONNX export or a checkpoint."""
 
 from __future__ import annotations
 
@@ -13,24 +14,28 @@ import torch
 from PIL import Image
 
 from segpipe.data.canonical import Categories
-from segpipe.data.imageio import DecodeError, load_image, save_label
+from segpipe.data.imageio import DecodeError, load_image
 from segpipe.data.mask_folder import IMAGE_SUFFIXES
 from segpipe.errors import SegpipeError
 from segpipe.evaluation import TrainedModel
-from segpipe.fsutil import atomic_path
-from segpipe.inference import infer
+from segpipe.fsutil import atomic_path, write_json
 from segpipe.progress import track
+from segpipe.tasks import Task, get_task
 from segpipe.transforms import build, input_spec
-from segpipe.viz import overlay
+
+RESULTS_FILE = "predictions.json"
 
 
 @dataclass
 class Predictor:
-    """Normalises an RGB uint8 image and returns its class map, whatever the model format."""
+    """Normalises an RGB uint8 image and runs the model, whatever its format: ``run`` returns the outputs in the
+    ONNX model's order (logits; or boxes, labels, scores, masks), which the task turns into files."""
 
-    run: Callable[[torch.Tensor], torch.Tensor]
+    run: Callable[[torch.Tensor], list[torch.Tensor]]
+    task: Task
     categories: Categories
     to_input: Callable[[torch.Tensor], torch.Tensor]
+    output: dict  # the output contract (export/model.json's ``output``)
 
     @classmethod
     def from_onnx(cls, path: Path) -> Predictor:
@@ -42,15 +47,26 @@ class Predictor:
         spec = json.loads(contract_path.read_text())
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         name = spec["input"]["name"]
-        categories = Categories.load_json({"categories": [{**c, "isthing": False} for c in spec["classes"]],
-                                           "ignore_index": spec["ignore_index"]})
+        classes = [{"isthing": False, **c} for c in spec["classes"]]
+        categories = Categories.load_json({"categories": classes, "ignore_index": spec["ignore_index"]})
         to_input = build(input_spec(spec["input"]["mean"], spec["input"]["std"]), categories.ignore_index)
-        return cls(lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0]), categories, to_input)
+
+        def run(x: torch.Tensor) -> list[torch.Tensor]:
+            return [torch.from_numpy(array) for array in session.run(None, {name: x.numpy()})]
+
+        return cls(run, get_task(spec.get("task", "semantic")), categories, to_input, spec["output"])
 
     @classmethod
     def from_checkpoint(cls, path: Path) -> Predictor:
         trained = TrainedModel.load(path, torch.device("cpu"))
-        return cls(trained.model, trained.categories, trained.input_transform())
+        module = trained.task.onnx_module(trained.model)
+
+        def run(x: torch.Tensor) -> list[torch.Tensor]:
+            outputs = module(x)
+            return list(outputs) if isinstance(outputs, tuple) else [outputs]
+
+        output = trained.task.output_contract(trained.saved["config"])
+        return cls(run, trained.task, trained.categories, trained.input_transform(), output)
 
     @classmethod
     def load(cls, path: str | Path) -> Predictor:
@@ -60,9 +76,9 @@ class Predictor:
         return cls.from_onnx(path) if path.suffix == ".onnx" else cls.from_checkpoint(path)
 
     @torch.no_grad()
-    def labels(self, pixels: np.ndarray) -> torch.Tensor:
-        images = self.to_input(torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0))
-        return infer(self.run, images, "whole", self.categories.num_classes).argmax(1)[0]
+    def outputs(self, pixels: np.ndarray) -> list[torch.Tensor]:
+        """The model's outputs for one HxWx3 uint8 image."""
+        return self.run(self.to_input(torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)))
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -86,24 +102,31 @@ class PredictReport:
 
 
 def predict(predictor: Predictor, inputs: list[str], out_dir: Path) -> PredictReport:
-    """Write ``<stem>.png`` (class ids) and ``<stem>_overlay.png`` per readable image; report the others."""
+    """Write the task's files per readable image (``<stem>.png`` and ``<stem>_overlay.png``, and for objects
+    ``predictions.json`` in COCO results format for the run); report the others."""
     files = expand_inputs(inputs)
     if not files:
         raise SegpipeError(f"no images found in {' '.join(inputs)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     report = PredictReport()
+    results: list[dict] = []
+    wants_results = False
     for path in track(files, len(files), "predict"):
         try:
             pixels = load_image(path).pixels
         except DecodeError as exc:
             report.skipped.append((path, str(exc)))
             continue
-        labels = predictor.labels(pixels)
+        rendered = predictor.task.render(predictor.outputs(pixels), pixels, predictor.categories, predictor.output)
         target = out_dir / f"{path.stem}.png"
         with atomic_path(target) as tmp:
-            save_label(labels.numpy(), tmp)
-        picture = overlay(torch.from_numpy(pixels).permute(2, 0, 1), labels, predictor.categories)
+            Image.fromarray(rendered.label_map).save(tmp, format="PNG")
         with atomic_path(out_dir / f"{path.stem}_overlay.png") as tmp:
-            Image.fromarray(picture.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
+            Image.fromarray(rendered.overlay).save(tmp, format="PNG")
         report.written.append(target)
+        if rendered.results is not None:
+            results += [{"file_name": path.name, **entry} for entry in rendered.results]
+            wants_results = True
+    if wants_results:
+        write_json(out_dir / RESULTS_FILE, results)
     return report

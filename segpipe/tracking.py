@@ -159,15 +159,18 @@ def _execute(params: TrackingParams, op: dict[str, Any]) -> None:
         raise ValueError(f"unknown tracking operation {kind}")
 
 
-def _any_size_signature(inputs: Any, outputs: Any) -> Any:
-    """A model signature whose batch, height and width are free (-1), like the exported model's dynamic axes."""
+def _any_size_signature(example: Any) -> Any:
+    """A model signature from an example (``input`` and named outputs) whose first dimension and any spatial ones
+    are free (-1), like the exported model's dynamic axes: NCHW logits, or N detections with N x 1 x H x W masks."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
-    def spec(array: Any, name: str) -> Schema:
-        return Schema([TensorSpec(array.dtype, (-1, array.shape[1], -1, -1), name)])
+    def spec(array: Any, name: str) -> TensorSpec:
+        shape = tuple(size if axis == 1 else -1 for axis, size in enumerate(array.shape))
+        return TensorSpec(array.dtype, shape, name)
 
-    return ModelSignature(inputs=spec(inputs, "images"), outputs=spec(outputs, "logits"))
+    outputs = [spec(example[name], name) for name in example.files if name != "input"]
+    return ModelSignature(inputs=Schema([spec(example["input"], "images")]), outputs=Schema(outputs))
 
 
 def _log_models(params: TrackingParams, run_id: str, op: dict[str, Any]) -> None:
@@ -176,7 +179,7 @@ def _log_models(params: TrackingParams, run_id: str, op: dict[str, Any]) -> None
     import torch
 
     example = np.load(op["example"])
-    signature = _any_size_signature(example["input"], example["output"])
+    signature = _any_size_signature(example)
     with _fluent_store(params) as mlflow, mlflow.start_run(run_id=run_id, log_system_metrics=False):
         mlflow.onnx.log_model(onnx.load(op["onnx"]), name="onnx_model", signature=signature,
                               registered_model_name=op["registered_model"], pip_requirements=op["onnx_requirements"],

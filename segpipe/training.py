@@ -1,4 +1,4 @@
-"""Fitting a semantic segmentation model on the training cache: resumable, seeded, optionally distributed."""
+"""Fitting a model of any task on the training cache: resumable, seeded, optionally distributed."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -21,10 +20,9 @@ from segpipe.data.canonical import Categories
 from segpipe.data.dataset import CachedSegmentation
 from segpipe.distributed import Runtime, sync_buffers
 from segpipe.engine import StepSettings, eval_loader, train_loader, train_one_epoch, validate
-from segpipe.losses import build_loss, median_frequency_weights
-from segpipe.models import create_model
 from segpipe.optim import build_optimizer, build_scheduler
 from segpipe.progress import duration
+from segpipe.tasks import get_task
 from segpipe.transforms import build
 
 EpochCallback = Callable[["FitState", dict[str, Any]], None]
@@ -35,28 +33,16 @@ class FitState:
     """Everything that a resumed run needs besides the model, optimizer, scheduler and scaler."""
 
     epoch: int = 0
-    best_miou: float = -1.0
+    best_score: float = -1.0  # the best val_<task objective> so far
     best_epoch: int = -1
     stale_epochs: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     run_id: str | None = None
 
 
-def model_config(params: Params, num_classes: int) -> dict[str, Any]:
-    """What it takes to rebuild the model: stored in model.pt beside the weights."""
-    return {"name": params.model.name, "num_classes": num_classes, "unet": params.model.unet.model_dump()}
-
-
 def build_model(config: dict[str, Any], weights: str | None = None) -> nn.Module:
-    unet = config["unet"] if config["name"] == "unet" else {}
-    return create_model(config["name"], config["num_classes"], weights, **unet)
-
-
-def _class_weights(params: Params, split_dir: Path) -> list[float] | None:
-    if params.train.loss.class_weights != "median_frequency":
-        return None
-    train = pd.read_parquet(split_dir / "train.parquet")
-    return median_frequency_weights(train.class_pixels.tolist(), (train.width * train.height).to_numpy())
+    """Rebuild a model from the config stored in model.pt (configs from before tasks existed are semantic)."""
+    return get_task(config.get("task", "semantic")).build_model(config, weights)
 
 
 class Trainer:
@@ -66,21 +52,22 @@ class Trainer:
         self.params, self.runtime = params, runtime
         self.policy = json.loads((cache_dir / "augment_policy.json").read_text())
         self.categories = Categories.load(cache_dir / "categories.json")
-        self.config = model_config(params, self.categories.num_classes)
+        self.task = task = get_task(params.task)
+        self.config = task.model_config(params, self.categories)
         torch.manual_seed(params.base.seed)
-        model = build_model(self.config, params.model.weights).to(runtime.device)
+        model = task.build_model(self.config, params.model.weights).to(runtime.device)
         if params.train.channels_last and runtime.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.net = DistributedDataParallel(model) if runtime.distributed else model
         ignore = self.categories.ignore_index
-        self.train_set = CachedSegmentation(cache_dir / "train", build(self.policy["sample"], ignore))
-        self.val_set = CachedSegmentation(cache_dir / "val")
+        sample_transform = build(self.policy["sample"], ignore, task.with_instances, params.augment.min_instance_pixels)
+        self.train_set = CachedSegmentation(cache_dir / "train", sample_transform, task.with_instances)
+        self.val_set = CachedSegmentation(cache_dir / "val", instances=task.with_instances)
         self.batch_size = max(1, params.train.batch_size // runtime.world_size)
         steps = len(train_loader(self.train_set, self.batch_size, 0, 0, 0, runtime))
         self.steps_per_epoch = min(steps, params.train.max_steps_per_epoch or steps)
-        weights = _class_weights(params, split_dir)
-        self.loss_fn = build_loss(params.train.loss, self.categories.num_classes, ignore, weights).to(runtime.device)
+        self.criterion = task.criterion(params, self.categories, split_dir).to(runtime.device)
         self.optimizer = build_optimizer(self.model, params.train.optimizer)
         self.scheduler = build_scheduler(self.optimizer, params.train.schedule,
                                          self.steps_per_epoch * params.train.epochs, self.steps_per_epoch)
@@ -115,17 +102,24 @@ class Trainer:
         """Train one epoch and validate; every random draw depends only on (seed, epoch)."""
         params, runtime = self.params, self.runtime
         torch.manual_seed(params.base.seed * 1_000 + epoch)
+        task, collate = self.task, self.task.collate
         loader = train_loader(self.train_set, self.batch_size, params.train.loader_workers, params.base.seed,
-                              epoch, runtime)
-        train = train_one_epoch(self.net, loader, self.loss_fn, self.optimizer, self.scheduler, self.scaler,
+                              epoch, runtime, collate)
+        train = train_one_epoch(self.net, loader, self.criterion, self.optimizer, self.scheduler, self.scaler,
                                 self.settings, runtime, f"epoch {epoch + 1}/{params.train.epochs}")
         sync_buffers(self.model, runtime)
-        val_loader = eval_loader(self.val_set, self.batch_size, params.train.loader_workers, runtime)
-        val = validate(self.model, val_loader, self.loss_fn, self.categories.num_classes,
-                       self.categories.ignore_index, self.eval_settings, runtime)
-        return {"epoch": epoch + 1, "train_loss": train["loss"], "val_loss": val["loss"], "val_miou": val["miou"],
-                "val_pixel_accuracy": val["pixel_accuracy"], "val_mean_accuracy": val["mean_accuracy"],
-                "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": train["images_per_s"]}
+        val_loader = eval_loader(self.val_set, self.batch_size, params.train.loader_workers, runtime, collate)
+        evaluator = task.validation_evaluator(self.categories, self.criterion, self.config)
+        val = validate(self.model, val_loader, task, evaluator, self.eval_settings, runtime)
+        images_per_s = train.pop("images_per_s")
+        return {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train.items()},
+                **{f"val_{k}": v for k, v in val.items()}, "lr": self.optimizer.param_groups[0]["lr"],
+                "images_per_s": images_per_s}
+
+    @property
+    def objective(self) -> str:
+        """The history column that picks the best epoch and stops early: val_<the task's objective>."""
+        return f"val_{self.task.objective}"
 
 
 def resume_state(trainer: Trainer, path: Path, fingerprint: str) -> tuple[FitState, dict | None, str]:
@@ -142,8 +136,9 @@ def resume_state(trainer: Trainer, path: Path, fingerprint: str) -> tuple[FitSta
 def epoch_line(row: dict[str, Any], epochs: int, seconds_per_epoch: float) -> str:
     """One line per epoch for logs: losses, validation metrics, speed and the time left."""
     left = duration(seconds_per_epoch * (epochs - row["epoch"]))
-    return (f"train: epoch {row['epoch']}/{epochs} train_loss {row['train_loss']:.4f} val_loss {row['val_loss']:.4f} "
-            f"val_miou {row['val_miou']:.4f} val_pixel_accuracy {row['val_pixel_accuracy']:.4f} | "
+    values = " ".join(f"{k} {v:.4f}" for k, v in row.items()
+                      if k.startswith(("train_", "val_")) and not k.endswith(("_small", "_medium", "_large")))
+    return (f"train: epoch {row['epoch']}/{epochs} {values} | "
             f"{row['images_per_s']:.1f} img/s | {duration(seconds_per_epoch)}/epoch, ETA {left}")
 
 
@@ -162,8 +157,8 @@ def fit(trainer: Trainer, checkpoint_path: Path, fingerprint: str, on_start: Cal
     while state.epoch < params.train.epochs:
         row = trainer.run_epoch(state.epoch)
         state.epoch += 1
-        if row["val_miou"] > state.best_miou + stopping.min_delta:
-            state.best_miou, state.best_epoch, state.stale_epochs = row["val_miou"], state.epoch, 0
+        if row[trainer.objective] > state.best_score + stopping.min_delta:
+            state.best_score, state.best_epoch, state.stale_epochs = row[trainer.objective], state.epoch, 0
             best_model = copy.deepcopy(trainer.model.state_dict())
         else:
             state.stale_epochs += 1
@@ -177,6 +172,7 @@ def fit(trainer: Trainer, checkpoint_path: Path, fingerprint: str, on_start: Cal
             print(epoch_line(row, params.train.epochs, per_epoch), flush=True)
         if stopping.patience and state.stale_epochs >= stopping.patience:
             if runtime.is_main:
-                print(f"train: early stop after epoch {state.epoch}: no val mIoU gain for {stopping.patience} epochs")
+                print(f"train: early stop after epoch {state.epoch}: no {trainer.task.objective_label} gain for "
+                      f"{stopping.patience} epochs")
             break
     return state, best_model

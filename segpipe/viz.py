@@ -9,7 +9,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from torchvision.ops import masks_to_boxes  # noqa: E402
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks  # noqa: E402
 
 from segpipe.data.canonical import Categories  # noqa: E402
@@ -90,9 +92,10 @@ def training_curves(history: list[dict], path: str | Path) -> None:
     """Losses (left) and validation metrics (right) per epoch: the curves as a picture that needs no browser."""
     epochs = [row["epoch"] for row in history]
     fig, (losses, metrics) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for key in ("train_loss", "val_loss"):
+    loss_keys = [k for k in history[0] if k.startswith("train_") or k == "val_loss"]
+    for key in loss_keys:
         losses.plot(epochs, [row[key] for row in history], marker="o", markersize=3, label=key)
-    for key in ("val_miou", "val_pixel_accuracy", "val_mean_accuracy"):
+    for key in [k for k in history[0] if k.startswith("val_") and k not in loss_keys]:
         metrics.plot(epochs, [row[key] for row in history], marker="o", markersize=3, label=key)
     losses.set_title("loss")
     metrics.set_title("validation")
@@ -101,5 +104,62 @@ def training_curves(history: list[dict], path: str | Path) -> None:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def instance_overlay(image: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, categories: Categories,
+                     captions: list[str] | None = None) -> torch.Tensor:
+    """Each object's mask in its class colour, with its box and caption (class name, or name and score)."""
+    if not len(masks):
+        return image
+    colors = [tuple(int(v) for v in categories.items[int(c)].color) for c in labels]
+    picture = draw_segmentation_masks(image, masks.bool(), alpha=0.55, colors=colors)
+    boxes = masks_to_boxes(masks.bool()).float()
+    names = captions or [categories.items[int(c)].name for c in labels]
+    return draw_bounding_boxes(picture, boxes, labels=names, colors=colors, width=1)
+
+
+def instance_grid(rows: list[tuple[torch.Tensor, dict, dict]], categories: Categories, mask_threshold: float,
+                  path: str | Path, min_score: float = 0.5) -> None:
+    """One row per image: image | ground truth | detections scoring at least ``min_score`` (class and score)."""
+    fig, axes = plt.subplots(len(rows), 3, figsize=(9, 2.6 * len(rows)), squeeze=False)
+    for row, (image, truth, output) in zip(axes, rows, strict=True):
+        keep = output["scores"] >= min_score
+        masks = output["masks"][keep, 0] > mask_threshold
+        nonempty = masks.flatten(1).any(1) if len(masks) else torch.zeros(0, dtype=torch.bool)
+        labels, scores = output["labels"][keep][nonempty], output["scores"][keep][nonempty]
+        captions = [f"{categories.items[int(c)].name} {s:.2f}" for c, s in zip(labels, scores, strict=True)]
+        pictures = (image, instance_overlay(image, truth["masks"], truth["labels"], categories),
+                    instance_overlay(image, masks[nonempty], labels, categories, captions))
+        for ax, picture, title in zip(row, pictures, ("image", "ground truth", f"prediction (score >= {min_score})"),
+                                      strict=True):
+            ax.imshow(picture.permute(1, 2, 0).numpy())
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def precision_recall_plot(result, names: list[str], path: str | Path) -> None:
+    """COCO precision-recall curves at IoU 0.5 per class, and the class mean at IoU 0.5 and 0.75 (mask AP)."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    recall = result.recall_thresholds
+    precision = np.where(result.precision > -1, result.precision, np.nan)
+    for k, name in enumerate(names):
+        if not np.isnan(precision[0, :, k]).all():
+            label = f"{name} (AP50 {result.per_class_ap50[k]:.2f})"
+            ax.plot(recall, precision[0, :, k], linewidth=1, alpha=0.6, label=label)
+    with np.errstate(all="ignore"):
+        for t, style in ((0, "-"), (5, "--")):
+            ax.plot(recall, np.nanmean(precision[t], axis=1), "k" + style, linewidth=2,
+                    label=f"mean, IoU {0.5 + 0.05 * t:.2f}")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title("mask precision-recall (COCO)")
     fig.tight_layout()
     _save(fig, path)

@@ -26,7 +26,7 @@ def _fingerprint(params: Params) -> str:
 
 
 def run(params: Params) -> FitState:
-    """Write models/model.pt (best val mIoU weights + config), the history CSV and curves PNG, the MLflow run."""
+    """Write models/model.pt (the best epoch's weights + config), the history CSV and curves PNG, the MLflow run."""
     runtime = init_runtime(params.base.device)
     try:
         trainer = Trainer(params, CACHE, SPLIT, runtime)
@@ -48,14 +48,14 @@ def run(params: Params) -> FitState:
         if runtime.is_main:
             checkpoint.save({"model": best, "config": trainer.config, "categories": trainer.categories.to_json(),
                              "normalize": trainer.policy["normalize"], "train_size": trainer.policy["train_size"],
-                             "epoch": state.best_epoch, "val_miou": state.best_miou}, MODELS / "model.pt")
+                             "epoch": state.best_epoch, trainer.objective: state.best_score}, MODELS / "model.pt")
             training_curves(state.history, CURVES)
             tracking.save_run_id(state.run_id, tracking.tracking_uri(params.tracking))
             tracking.log_artifacts(params, state.run_id, [HISTORY, CURVES, PREVIEW])
             CHECKPOINT.unlink(missing_ok=True)
             server_id = tracking.server_run_id(state.run_id) or "pending in the tracking outbox"
-            print(f"train: best val mIoU {state.best_miou:.4f} at epoch {state.best_epoch} -> {MODELS / 'model.pt'} "
-                  f"(MLflow run {server_id})")
+            print(f"train: best {trainer.task.objective_label} {state.best_score:.4f} at epoch {state.best_epoch} -> "
+                  f"{MODELS / 'model.pt'} (MLflow run {server_id})")
         return state
     finally:
         shutdown(runtime)

@@ -90,6 +90,52 @@ def tiny_train_params(**sections) -> Params:
     return parse_params(data)
 
 
+def tiny_instance_params(**sections) -> Params:
+    """A two-epoch Mask R-CNN (ResNet-18 FPN, 32 channels) on 32 synthetic 64x64 scenes."""
+    data = {
+        "task": "instance",
+        "ingest": {"synthetic": {"num_samples": 32, "size": [64, 64], "max_things": 3}},
+        "augment": {"crop_size": [64, 64], "scale": [0.8, 1.0], "rotation": 0, "preview_samples": 2},
+        "model": {"name": "maskrcnn_resnet18_fpn",
+                  "mask_rcnn": {"min_size": 64, "max_size": 64, "anchor_sizes": [8, 16, 32, 64, 128],
+                                "fpn_channels": 32}},
+        "train": {"epochs": 2, "batch_size": 4, "loader_workers": 0, "optimizer": {"name": "adamw", "lr": 0.001}},
+        "export": {"parity_images": 3, "latency_runs": 2},
+        "tracking": {"registered_model": "segpipe-instance"},
+    }
+    return tiny_train_params(**{**data, **sections})
+
+
+def train_killed_after(project: Path, epoch: int, env: dict[str, str]) -> None:
+    """Start the train stage in ``project`` and ``kill -9`` it once its checkpoint holds ``epoch`` epochs."""
+    import signal
+    import time
+
+    from segpipe import checkpoint
+
+    last = project / "models/checkpoints/last.pt"
+    process = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=project, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if last.exists() and checkpoint.load(last)["fit"]["epoch"] >= epoch:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert process.wait() == -signal.SIGKILL, "training ended before it could be killed"
+    assert not (project / "models/model.pt").exists()
+
+
+def staged_project(root: Path, params: Params, names: tuple[str, ...]) -> Path:
+    """``root`` with ``params`` written to its params.yaml and the stages ``names`` run in it, in-process."""
+    from segpipe.fsutil import working_directory
+
+    with working_directory(root):
+        write_params(root / "params.yaml", params)
+        run_stages(params, names)
+    return root
+
+
 def run_stages(params: Params, names: tuple[str, ...]) -> None:
     """Run pipeline stages in-process, in order, in the current folder."""
     import importlib

@@ -59,7 +59,9 @@ def test_camvid_end_to_end_smoke(camvid_root, workdir):
     train.run(params)
     result = evaluate.run(params)
     assert result.metrics["images"] == 233
-    assert result.samples[0][1].shape == (360, 480)  # evaluated at the original resolution
+    test_split = read_manifest(SPLIT / "test.parquet")
+    labelled = sum(int((load_label(p) != 255).sum()) for p in test_split.semantic)
+    assert result.per_class.support_pixels.sum() == labelled  # every labelled pixel at the original resolution
     exported = export.run(params)
     assert exported["argmax_agreement"] >= 0.999
     assert json.loads(Path("export/model.json").read_text())["classes"][3]["name"] == "Road"

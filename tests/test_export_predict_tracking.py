@@ -11,8 +11,7 @@ import pytest
 from PIL import Image
 
 from segpipe.data.imageio import load_label
-from segpipe.fsutil import working_directory
-from tests.conftest import ALL_STAGES, REPO, run_stages, tiny_train_params, write_params
+from tests.conftest import ALL_STAGES, REPO, staged_project, tiny_train_params
 
 pytestmark = pytest.mark.slow
 
@@ -20,11 +19,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> Path:
     """A tiny project that went through all seven stages in-process."""
-    root = tmp_path_factory.mktemp("pipeline")
-    with working_directory(root):
-        write_params(root / "params.yaml", tiny_train_params())
-        run_stages(tiny_train_params(), ALL_STAGES)
-    return root
+    return staged_project(tmp_path_factory.mktemp("pipeline"), tiny_train_params(), ALL_STAGES)
 
 
 def test_export_parity_and_contract(pipeline):
@@ -44,8 +39,8 @@ def test_evaluate_reports(pipeline):
         assert 0.0 <= metrics[key] <= 1.0
     per_class = (pipeline / "reports/per_class.csv").read_text().splitlines()
     assert per_class[0].startswith("class,iou,accuracy,dice") and len(per_class) == 7
-    assert Image.open(pipeline / "reports/confusion_matrix.png").size[0] > 200
-    assert Image.open(pipeline / "reports/predictions.png").size[1] > 200
+    assert Image.open(pipeline / "reports/evaluation/confusion_matrix.png").size[0] > 200
+    assert Image.open(pipeline / "reports/evaluation/predictions.png").size[1] > 200
 
 
 @pytest.mark.parametrize("model", ["export/model.onnx", "models/model.pt"])

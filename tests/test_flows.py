@@ -132,3 +132,20 @@ def test_trial_search_spaces():
     assert trials == random_trials(space, 5, seed=3) and all(1e-4 <= t["lr"] <= 1e-2 for t in trials)
     assert set(optuna_distributions(space)) == {"lr", "model"}
     json.dumps(trials)
+
+
+def test_instance_sweep_ranks_trials_by_test_mask_ap(tmp_path, prefect_engine):
+    import mlflow
+
+    from flows.sweep import segmentation_sweep
+    from tests.conftest import tiny_instance_params
+
+    params = tiny_instance_params(train={"epochs": 1, "batch_size": 4, "loader_workers": 0})
+    project = new_project(tmp_path / "instance-sweep", params, commit=True)
+    result = segmentation_sweep(project=str(project), method="grid", space={"train.optimizer.lr": [0.0005, 0.002]})
+    assert len(result["trials"]) == 2
+    scores = [trial["metrics"]["test_mask_ap"] for trial in result["trials"]]
+    assert scores == sorted(scores, reverse=True)  # the task's objective ranks the trials
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    parent = client.get_run(result["parent_run_id"])
+    assert "best_test_mask_ap" in parent.data.metrics

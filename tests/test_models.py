@@ -9,7 +9,7 @@ import torch
 
 from segpipe.errors import SegpipeError
 from segpipe.models import MODEL_NAMES, create_model, load_weights
-from segpipe.onnx_export import INPUT, export_onnx
+from segpipe.onnx_export import INPUT, SPATIAL_AXES, export_onnx
 
 HEAVY = {"fcn_resnet50", "deeplabv3_resnet50"}
 CASES = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in MODEL_NAMES]
@@ -38,7 +38,8 @@ def test_forward_backward_save_load_and_onnx_parity(name, tmp_path):
     with torch.no_grad():
         assert torch.equal(model(images), again(images))
 
-    export_onnx(model, tmp_path / "model.onnx", images[:1], opset=18)
+    axes = {INPUT: SPATIAL_AXES, "logits": SPATIAL_AXES}
+    export_onnx(model, tmp_path / "model.onnx", images[:1], 18, ["logits"], axes)
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     other = torch.randn(3, 3, 37, 53)  # dynamic batch and spatial size
     with torch.no_grad():

@@ -38,7 +38,7 @@ def test_several_overrides_of_every_kind_keep_the_rest_of_the_file(tmp_path):
     removed, added = _changed_lines(before, path.read_text())
     assert len(removed) == len(added) == 3  # sha256 was null already: that line stays
     assert any(line.startswith("  crop_size: [96, 96]") for line in added)
-    assert any(line.startswith("  name: unet ") and line.endswith("lraspp_mobilenet_v3_large") for line in added)
+    assert any(line.startswith("  name: unet ") and "# semantic: unet |" in line for line in added)  # comment kept
     assert yaml.safe_load(path.read_text())["ingest"]["sha256"] is None
 
 

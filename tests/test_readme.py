@@ -4,7 +4,7 @@ import re
 
 import yaml
 
-from segpipe.config import ModelName
+from segpipe.config import Params
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text()
@@ -12,10 +12,18 @@ README = (REPO / "README.md").read_text()
 
 def test_the_opening_names_only_the_tasks_that_work():
     opening = README.split("\n\n")[1]
-    semantic_models = set(ModelName.__args__)
-    assert "semantic" in opening and semantic_models
-    for coming in ("instance", "panoptic"):
-        assert coming not in opening, f"the README's first paragraph advertises {coming} segmentation"
+    working = set(Params.model_fields["task"].annotation.__args__)
+    assert working == {"semantic", "instance"}
+    for task in working:
+        assert task in opening
+    assert "panoptic" not in opening, "the README's first paragraph advertises panoptic segmentation"
+
+
+def test_every_preset_the_readme_runs_exists():
+    from segpipe.presets import available
+
+    named = set(re.findall(r"segpipe preset ([\w-]+) && dvc repro", README))
+    assert named and named <= set(available())
 
 
 def test_dvc_metrics_show_is_described_by_the_files_dvc_yaml_lists():

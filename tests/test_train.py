@@ -2,10 +2,8 @@
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -17,9 +15,10 @@ from segpipe.data.canonical import Categories
 from segpipe.data.dataset import CachedSegmentation
 from segpipe.distributed import Runtime
 from segpipe.engine import StepSettings, eval_loader, validate
-from segpipe.fsutil import working_directory
+from segpipe.tasks import get_task
+from segpipe.tasks.semantic import PixelCriterion
 from segpipe.transforms import build
-from tests.conftest import DATA_STAGES, REPO, run_stages, tiny_train_params, write_params
+from tests.conftest import DATA_STAGES, REPO, staged_project, tiny_train_params, train_killed_after, write_params
 
 pytestmark = pytest.mark.slow
 CHECKPOINT = Path("models/checkpoints/last.pt")
@@ -39,11 +38,7 @@ def env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
     """A folder with params.yaml and the data stages done; tests copy it."""
-    root = tmp_path_factory.mktemp("prepared")
-    with working_directory(root):
-        write_params(root / "params.yaml", train_params())
-        run_stages(train_params(), DATA_STAGES)
-    return root
+    return staged_project(tmp_path_factory.mktemp("prepared"), train_params(), DATA_STAGES)
 
 
 def copy_project(prepared: Path, target: Path) -> Path:
@@ -62,16 +57,7 @@ def test_resume_after_kill_equals_uninterrupted_run(prepared, tmp_path):
     train(whole)
 
     crashed = copy_project(prepared, tmp_path / "crashed")
-    process = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=crashed, env=env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        if (crashed / CHECKPOINT).exists() and checkpoint.load(crashed / CHECKPOINT)["fit"]["epoch"] >= 2:
-            process.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    assert process.wait() == -signal.SIGKILL, "training ended before it could be killed"
-    assert not (crashed / "models/model.pt").exists()
+    train_killed_after(crashed, 2, env())
 
     resumed = train(crashed)
     assert "resuming after epoch" in resumed.stdout
@@ -120,9 +106,11 @@ def test_ddp_two_cpu_processes_reduce_metrics(prepared, tmp_path):
     runtime = Runtime(0, 1, torch.device("cpu"))
     settings = StepSettings(build(policy["device_eval"], policy_ignore), "off", False, None, None)
     val = CachedSegmentation(project / "data/cache/val")
-    loss = torch.nn.CrossEntropyLoss(ignore_index=policy_ignore)
-    metrics = validate(model, eval_loader(val, 2, 0, runtime), loss, saved["config"]["num_classes"], policy_ignore,
-                       settings, runtime)
+    task = get_task("semantic")
+    criterion = PixelCriterion(torch.nn.CrossEntropyLoss(ignore_index=policy_ignore))
+    categories = Categories.load(project / "data/cache/categories.json")
+    evaluator = task.validation_evaluator(categories, criterion, saved["config"])
+    metrics = validate(model, eval_loader(val, 2, 0, runtime), task, evaluator, settings, runtime)
     assert metrics["miou"] == pytest.approx(saved["val_miou"], abs=1e-9)
 
 

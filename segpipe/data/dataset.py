@@ -83,10 +83,11 @@ class DecodingSegmentation(Dataset):
     (``size=None``) and the baseline that the cache is measured against."""
 
     def __init__(self, manifest: pd.DataFrame, size: tuple[int, int] | None = None,
-                 transform: Transform | None = None) -> None:
+                 transform: Transform | None = None, instances: bool = False) -> None:
         self.rows = manifest.to_dict("records")
         self.size = size
         self.transform = transform
+        self.instances = instances
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -96,5 +97,10 @@ class DecodingSegmentation(Dataset):
         pixels, semantic = load_image(row["image"]).pixels, load_label(row["semantic"])
         if self.size:
             pixels, semantic = resize_image(pixels, self.size), resize_labels(semantic, self.size)
-        sample = make_sample(pixels, semantic, None)
+        instance, table = None, None
+        if self.instances:
+            instance, table = load_label(row["instance"]), list(row["instances"])
+            if self.size:
+                instance = resize_labels(instance, self.size)
+        sample = make_sample(pixels, semantic, instance, table)
         return self.transform(sample) if self.transform else sample

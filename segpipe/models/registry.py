@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import urllib.error
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -12,6 +10,7 @@ from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights
 from torchvision.models import segmentation as tvseg
 
 from segpipe.errors import SegpipeError
+from segpipe.models.download import download_guard
 from segpipe.models.unet import UNet
 
 
@@ -37,17 +36,6 @@ _TORCHVISION = {
 MODEL_NAMES = ("unet", *_TORCHVISION)
 
 
-def _download_guard(build: Callable[[], nn.Module], what: str) -> nn.Module:
-    try:
-        return build()
-    except (urllib.error.URLError, OSError, RuntimeError) as exc:
-        if "download" in str(exc).lower() or isinstance(exc, urllib.error.URLError | ConnectionError):
-            raise SegpipeError(
-                f"could not download {what} ({exc}); check the network, or set model.weights: null "
-                "(from scratch) or to a local checkpoint file") from None
-        raise
-
-
 def _replace_heads(model: nn.Module, num_classes: int) -> None:
     """Swap the last classifier convs of a 21-class COCO/VOC model for fresh ones with ``num_classes``."""
     if isinstance(model, tvseg.LRASPP):
@@ -70,10 +58,10 @@ def _faster_batchnorm(model: nn.Module) -> None:
 def _torchvision(name: str, num_classes: int, weights: str | None) -> nn.Module:
     builder, full_weights, backbone_weights = _TORCHVISION[name]
     if weights == "full":
-        model = _download_guard(lambda: builder(weights=full_weights.DEFAULT), f"{name} weights")
+        model = download_guard(lambda: builder(weights=full_weights.DEFAULT), f"{name} weights")
         _replace_heads(model, num_classes)
     elif weights == "backbone":
-        model = _download_guard(
+        model = download_guard(
             lambda: builder(weights=None, weights_backbone=backbone_weights.DEFAULT, num_classes=num_classes),
             f"{name} ImageNet backbone weights")
     else:

@@ -1,0 +1,268 @@
+"""Instance segmentation with Mask R-CNN: targets from the instance maps, COCO mask/box AP by pycocotools."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision.ops import box_iou
+
+from segpipe.coco_eval import CocoResult, ImageRecord, coco_metrics, encode, record
+from segpipe.config import Params
+from segpipe.data.canonical import Categories
+from segpipe.data.dataset import DecodingSegmentation
+from segpipe.errors import SegpipeError
+from segpipe.models.mask_rcnn import ExportableInstance, InstanceSegmenter, build_mask_rcnn
+from segpipe.onnx_export import INPUT, export_onnx, median_ms
+from segpipe.progress import track
+from segpipe.tasks.base import Criterion, Evaluation, Evaluator, ExportCheck, Rendered, Task
+from segpipe.viz import instance_grid, instance_overlay, precision_recall_plot
+
+if TYPE_CHECKING:
+    from segpipe.evaluation import TrainedModel
+
+TARGET_KEYS = ("boxes", "labels", "masks", "iscrowd")
+MAX_AP_GAP = 0.005  # the ONNX model's mask AP may differ from PyTorch's by at most half a point
+MAP_SCORE = 0.5  # predict paints detections scoring at least this into instance maps and overlays
+
+
+def pixel_boxes(boxes: torch.Tensor) -> torch.Tensor:
+    """Inclusive pixel boxes (as ``masks_to_boxes`` gives them) as the box edges: a 1-pixel object is 1 wide."""
+    return torch.cat([boxes[:, :2], boxes[:, 2:] + 1], 1).float()
+
+
+class DetectionCriterion(Criterion):
+    """Mask R-CNN's own loss terms; crowd regions are left out of training (COCO's convention)."""
+
+    def forward(self, model: nn.Module, images: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        targets = []
+        for target in batch["targets"]:
+            keep = ~target["iscrowd"]
+            targets.append({"boxes": pixel_boxes(target["boxes"][keep]).to(images.device),
+                            "labels": target["labels"][keep].to(images.device),
+                            "masks": target["masks"][keep].to(images.device)})
+        return model(list(images), targets)
+
+
+class CocoEvaluator(Evaluator):
+    """Collects ground truth and detections per image as RLE; mask and box AP by ``COCOeval``."""
+
+    def __init__(self, categories: Categories, mask_threshold: float, max_detections: int) -> None:
+        self.categories, self.mask_threshold, self.max_detections = categories, mask_threshold, max_detections
+        self.records: list[ImageRecord] = []
+        self.per_class = pd.DataFrame()
+        self.mask_result: CocoResult | None = None
+
+    def process(self, batch: dict[str, Any], outputs: list[dict[str, torch.Tensor]]) -> None:
+        for target, output in zip(batch["targets"], outputs, strict=True):
+            height, width = target["masks"].shape[-2:]
+            masks = (output["masks"][:, 0] > self.mask_threshold).cpu().numpy()
+            self.records.append(record(
+                height, width, target["masks"].bool().numpy(), target["labels"].numpy(), target["iscrowd"].numpy(),
+                masks, output["boxes"].float().cpu().numpy(), output["labels"].cpu().numpy(),
+                output["scores"].float().cpu().numpy()))
+
+    def reduce(self) -> None:
+        if dist.is_available() and dist.is_initialized():
+            gathered: list[list[ImageRecord] | None] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, self.records)
+            self.records = [rec for part in gathered for rec in part or []]
+
+    def compute(self) -> dict[str, float]:
+        things = [c for c in self.categories.items if c.isthing]
+        metrics, self.per_class, masks = coco_metrics(self.records, [c.id for c in things],
+                                                      [c.name for c in things], self.max_detections)
+        self.mask_result = masks
+        return metrics
+
+
+def detection_parity(model: nn.Module, run_onnx: Any, inputs: list[torch.Tensor],
+                     mask_threshold: float) -> dict[str, Any]:
+    """Match onnxruntime's detections to PyTorch's in order (same label, box IoU >= 0.9); scores and masks of the
+    matched pairs are compared. Counts images where both found nothing (the no-detection path)."""
+    matched = total = empty_images = 0
+    score_diff, mask_ious = 0.0, [1.0]
+    for images in inputs:
+        with torch.no_grad():
+            expected = [t.numpy() for t in model(images)]
+        got = run_onnx(images.numpy())
+        total += max(len(expected[0]), len(got[0]))
+        empty_images += len(expected[0]) == len(got[0]) == 0
+        if len(expected[0]) and len(got[0]):
+            n = min(len(expected[0]), len(got[0]))
+            ious = box_iou(torch.from_numpy(expected[0][:n]), torch.from_numpy(got[0][:n])).diagonal().numpy()
+            same = (ious >= 0.9) & (expected[1][:n] == got[1][:n])
+            matched += int(same.sum())
+            score_diff = max(score_diff, float(np.abs(expected[2][:n] - got[2][:n])[same].max(initial=0.0)))
+            for a, b in zip(expected[3][:n][same, 0] > mask_threshold, got[3][:n][same, 0] > mask_threshold,
+                            strict=True):
+                union = np.logical_or(a, b).sum()
+                mask_ious.append(float(np.logical_and(a, b).sum() / union) if union else 1.0)
+    return {"parity_images": len(inputs), "torch_detections": total, "matched_share": matched / total if total else 1.0,
+            "max_score_diff": score_diff, "min_mask_iou": min(mask_ious), "images_without_detections": empty_images}
+
+
+def collate_instances(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Images stacked (same size within a batch); the objects of each image kept as its own target dict."""
+    return {"image": torch.stack([s["image"] for s in samples]),
+            "targets": [{key: s[key].as_subclass(torch.Tensor) for key in TARGET_KEYS} for s in samples]}
+
+
+class InstanceTask(Task):
+    name = "instance"
+    objective = "mask_ap"
+    objective_label = "val mask AP"
+    map_name = "instance maps"
+    with_instances = True
+
+    def model_config(self, params: Params, categories: Categories) -> dict[str, Any]:
+        return {"task": self.name, "name": params.model.name, "num_classes": categories.num_classes,
+                "class_ids": [c.id for c in categories.items if c.isthing],
+                "mask_rcnn": params.model.mask_rcnn.model_dump(mode="json")}
+
+    def build_model(self, config: dict[str, Any], weights: str | None = None) -> nn.Module:
+        from segpipe.models import load_weights
+
+        pretrained = weights if weights in ("full", "backbone") else None
+        detector = build_mask_rcnn(config["name"], len(config["class_ids"]) + 1, config["mask_rcnn"], pretrained)
+        model = InstanceSegmenter(detector, config["class_ids"])
+        if weights and not pretrained:
+            load_weights(model, weights)
+        return model
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        return collate_instances(samples)
+
+    def criterion(self, params: Params, categories: Categories, split_dir: Path) -> Criterion:
+        if not any(c.isthing for c in categories.items):
+            raise SegpipeError("task: instance needs object classes, and no class has isthing: true; mark the "
+                               "countable classes with isthing: true in the class list")
+        return DetectionCriterion()
+
+    def validation_evaluator(self, categories: Categories, criterion: Criterion, config: dict[str, Any]) -> Evaluator:
+        options = config["mask_rcnn"]
+        return CocoEvaluator(categories, options["mask_threshold"], options["detections_per_image"])
+
+    def forward_eval(self, model: nn.Module, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        return model(list(images))
+
+    @torch.no_grad()
+    def evaluate(self, trained: TrainedModel, manifest: pd.DataFrame, params: Params, device: torch.device,
+                 workers: int) -> Evaluation:
+        options = trained.saved["config"]["mask_rcnn"]
+        evaluator = self.validation_evaluator(trained.categories, DetectionCriterion(), trained.saved["config"])
+        to_input = trained.input_transform()
+        dataset = DecodingSegmentation(manifest, instances=True)
+        loader = DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=collate_instances)
+        samples = []
+        for batch in track(loader, len(manifest), "evaluate"):
+            outputs = self.forward_eval(trained.model, to_input(batch["image"].to(device)))
+            evaluator.process(batch, outputs)
+            if len(samples) < params.evaluate.overlays:
+                samples.append((batch["image"][0], batch["targets"][0], {k: v.cpu() for k, v in outputs[0].items()}))
+        metrics = {**evaluator.compute(), "images": len(manifest)}
+        categories, result = trained.categories, evaluator.mask_result
+        things = [c.name for c in categories.items if c.isthing]
+        figures = {"precision_recall.png": lambda path: precision_recall_plot(result, things, path)}
+        if samples:
+            threshold = options["mask_threshold"]
+            figures["predictions.png"] = lambda path: instance_grid(samples, categories, threshold, path)
+        keys = ("mask_ap", "mask_ap50", "mask_ap75", "box_ap", "box_ap50", "mask_ar_100")
+        summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in keys)
+        return Evaluation(metrics, evaluator.per_class, figures, f": {summary}")
+
+    def export(self, trained: TrainedModel, samples: list[dict[str, Any]], inputs: list[torch.Tensor], path: Path,
+               params: Params) -> ExportCheck:
+        """Trace on the input with the most detections (a model traced without any can lose its mask branch),
+        then compare onnxruntime with PyTorch on every input and on a blank image (usually no detection), and
+        the mask AP of both on the test samples (within 0.5 points)."""
+        model = self.onnx_module(trained.model)
+        with torch.no_grad():
+            counts = [len(model(x)[0]) for x in inputs]
+        example = inputs[int(np.argmax(counts))]
+        axes = {INPUT: {2: "height", 3: "width"}, "masks": {0: "detections", 2: "height", 3: "width"},
+                **{name: {0: "detections"} for name in ("boxes", "labels", "scores")}}
+        export_onnx(model, path, example, params.export.opset, list(ExportableInstance.OUTPUTS), axes)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        blank = torch.zeros_like(inputs[0])
+        options = trained.saved["config"]["mask_rcnn"]
+        check = detection_parity(model, lambda x: session.run(None, {INPUT: x}), [*inputs, blank],
+                                 options["mask_threshold"])
+        report: dict[str, Any] = {**check, "min_agreement": params.export.min_agreement}
+        torch_ap, onnx_ap = (self._parity_mask_ap(trained, samples, inputs, run, options) for run in (
+            model, lambda x: [torch.from_numpy(a) for a in session.run(None, {INPUT: x.numpy()})]))
+        report.update(parity_mask_ap_torch=torch_ap, parity_mask_ap_onnx=onnx_ap)
+        failure = ""
+        if check["matched_share"] < params.export.min_agreement:
+            failure = (f"ONNX detections match PyTorch's for {check['matched_share']:.4f} of them, below "
+                       f"export.min_agreement {params.export.min_agreement}")
+        elif abs(torch_ap - onnx_ap) > MAX_AP_GAP:
+            failure = (f"the ONNX model's mask AP on the parity images is {onnx_ap:.4f}, PyTorch's {torch_ap:.4f}: "
+                       f"more than {MAX_AP_GAP} apart")
+        with torch.no_grad():
+            report["torch_cpu_ms"] = median_ms(lambda: model(example), params.export.latency_runs)
+        report["onnxruntime_cpu_ms"] = median_ms(lambda: session.run(None, {INPUT: example.numpy()}),
+                                                 params.export.latency_runs)
+        report["latency_input_shape"] = list(example.shape)
+        report["onnxruntime_speedup"] = report["torch_cpu_ms"] / report["onnxruntime_cpu_ms"]
+        summary = (f"{check['matched_share']:.4f} of {check['torch_detections']} detections matched (label, box IoU "
+                   f">= 0.9), max score diff {check['max_score_diff']:.1e}, min mask IoU {check['min_mask_iou']:.4f}, "
+                   f"mask AP {onnx_ap:.4f} vs PyTorch {torch_ap:.4f}")
+        return ExportCheck(report, failure, summary)
+
+    @staticmethod
+    @torch.no_grad()
+    def _parity_mask_ap(trained: TrainedModel, samples: list[dict[str, Any]], inputs: list[torch.Tensor], run: Any,
+                        options: dict[str, Any]) -> float:
+        """Mask AP on ``samples`` of a model run as ``run`` (ONNX-ordered outputs)."""
+        evaluator = CocoEvaluator(trained.categories, options["mask_threshold"], options["detections_per_image"])
+        for sample, images in zip(samples, inputs, strict=True):
+            outputs = dict(zip(ExportableInstance.OUTPUTS, run(images), strict=True))
+            evaluator.process(collate_instances([sample]), [outputs])
+        return evaluator.compute()["mask_ap"]
+
+    def onnx_module(self, model: nn.Module) -> nn.Module:
+        return ExportableInstance(model).eval()
+
+    def output_contract(self, config: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "names": list(ExportableInstance.OUTPUTS), "batch": 1,
+            "boxes": "float32 [N, 4]: x1, y1, x2, y2 in input pixels", "labels": "int64 [N]: class ids (classes)",
+            "scores": "float32 [N], sorted high to low",
+            "masks": "float32 [N, 1, H, W]: mask probability at the input size; > mask_threshold is the object",
+            "mask_threshold": config["mask_rcnn"]["mask_threshold"],
+            "map_score_threshold": MAP_SCORE,
+        }
+
+    def render(self, outputs: list[torch.Tensor], pixels: np.ndarray, categories: Categories,
+               output: dict[str, Any]) -> Rendered:
+        """A 16-bit instance map (ids by score, best on top) and overlay of the detections scoring at least
+        ``map_score_threshold``; every detection as a COCO result (RLE mask, xywh box, class id, score)."""
+        boxes, labels, scores, masks = (t.detach().cpu() for t in outputs)
+        binary = masks[:, 0] > output["mask_threshold"]
+        instance_map = np.zeros(binary.shape[-2:], np.uint16)
+        shown = (scores >= output["map_score_threshold"]).nonzero().flatten().tolist()
+        for rank in reversed(shown):  # lowest score first, so the best detection ends on top
+            instance_map[binary[rank].numpy()] = rank + 1
+        image = torch.from_numpy(pixels).permute(2, 0, 1)
+        visible = [i for i in shown if (instance_map == i + 1).any()]
+        captions = [f"{categories.items[int(labels[i])].name} {scores[i]:.2f}" for i in visible]
+        masks_shown = torch.from_numpy(np.stack([instance_map == i + 1 for i in visible])) if visible else binary[:0]
+        picture = instance_overlay(image, masks_shown, labels[visible], categories, captions)
+        results = [{"category_id": int(labels[i]), "segmentation": encode(binary[i].numpy()),
+                    "bbox": [float(boxes[i, 0]), float(boxes[i, 1]), float(boxes[i, 2] - boxes[i, 0]),
+                             float(boxes[i, 3] - boxes[i, 1])], "score": float(scores[i]),
+                    "instance_id": i + 1 if i in visible else 0} for i in range(len(scores))]
+        return Rendered(instance_map, picture.permute(1, 2, 0).numpy(), results)
+
+    def example_output(self, model: nn.Module, example: torch.Tensor) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            outputs = ExportableInstance(model).eval()(example)
+        return {name: value.numpy() for name, value in zip(ExportableInstance.OUTPUTS, outputs, strict=True)}
