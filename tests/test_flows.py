@@ -134,6 +134,18 @@ def test_trial_search_spaces():
     json.dumps(trials)
 
 
+def test_pipeline_flow_runs_the_instance_task(tmp_path, prefect_engine):
+    from flows.pipeline import segmentation_pipeline
+    from tests.conftest import tiny_instance_params
+
+    project = new_project(tmp_path / "instance-flow", tiny_instance_params(train={"epochs": 1, "batch_size": 4,
+                                                                                   "loader_workers": 0}))
+    result = segmentation_pipeline(project=str(project))
+    assert all(state == "ran" for state in result["stages"].values())
+    assert -1 <= result["metrics"]["mask_ap"] <= 1 and "box_ap50" in result["metrics"] and result["mlflow_run_id"]
+    assert json.loads((project / "export/model.json").read_text())["task"] == "instance"
+
+
 def test_instance_sweep_ranks_trials_by_test_mask_ap(tmp_path, prefect_engine):
     import mlflow
 

@@ -190,3 +190,38 @@ def test_coco_weights_offline_are_a_clear_error(monkeypatch):
         build_mask_rcnn("maskrcnn_resnet50_fpn", 3, options, "full")
     with pytest.raises(SegpipeError, match="no weights for maskrcnn_resnet18_fpn"):
         build_mask_rcnn("maskrcnn_resnet18_fpn", 3, options, "backbone")
+
+
+def test_ddp_val_mask_ap_equals_one_process_over_every_val_image(pipeline, tmp_path):
+    """Two gloo processes gather their detections; the AP they report is the AP over the whole val split."""
+    from segpipe.data.canonical import Categories
+    from segpipe.data.dataset import CachedSegmentation
+    from segpipe.distributed import Runtime
+    from segpipe.engine import StepSettings, eval_loader, validate
+    from segpipe.tasks import get_task
+    from segpipe.training import build_model
+    from segpipe.transforms import build
+
+    project = tmp_path / "ddp"
+    shutil.copytree(pipeline, project, ignore=shutil.ignore_patterns("mlflow.db", ".segpipe", "models"))
+    train = {"epochs": 6, "batch_size": 4, "loader_workers": 0, "optimizer": {"name": "adamw", "lr": 0.002}}
+    write_params(project / "params.yaml", tiny_instance_params(train=train, tracking={"enabled": False}))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+               "stages.train"]
+    done = subprocess.run(command, cwd=project, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "on cpu x2" in done.stdout
+    saved = checkpoint.load(project / "models/model.pt")
+    model = build_model(saved["config"])
+    model.load_state_dict(saved["model"])
+    policy = json.loads((project / "data/cache/augment_policy.json").read_text())
+    categories = Categories.load(project / "data/cache/categories.json")
+    task = get_task("instance")
+    settings = StepSettings(build(policy["device_eval"], categories.ignore_index), "off", False, None, None)
+    loader = eval_loader(CachedSegmentation(project / "data/cache/val", instances=True), 4, 0,
+                         Runtime(0, 1, torch.device("cpu")), task.collate)
+    evaluator = task.validation_evaluator(categories, task.criterion(None, categories, project), saved["config"])
+    metrics = validate(model, loader, task, evaluator, settings, Runtime(0, 1, torch.device("cpu")))
+    assert metrics["mask_ap"] == pytest.approx(saved["val_mask_ap"], abs=1e-12)
+    assert saved["val_mask_ap"] > 0  # a real score, not the 0 of a model that finds nothing
