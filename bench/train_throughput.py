@@ -28,7 +28,7 @@ from segpipe.data.dataset import DecodingSegmentation
 from segpipe.distributed import init_runtime
 from segpipe.engine import StepSettings, train_one_epoch
 from segpipe.fsutil import write_json
-from segpipe.onnx_export import median_ms
+from segpipe.onnx_export import latency
 from segpipe.paths import CACHE, EXPORT, SPLIT
 from segpipe.training import Trainer
 from segpipe.transforms import build
@@ -90,11 +90,10 @@ def inference(runs: int) -> dict:
     image = DecodingSegmentation(read_manifest(SPLIT / "test.parquet"))[0]["image"].unsqueeze(0)
     inputs = trained.input_transform()(image)
     session = ort.InferenceSession(str(EXPORT / "model.onnx"), providers=["CPUExecutionProvider"])
-    with torch.no_grad():
-        torch_ms = median_ms(lambda: model(inputs), runs)
-    ort_ms = median_ms(lambda: session.run(None, {"images": inputs.numpy()}), runs)
-    return {"input_shape": list(inputs.shape), "torch_eager_ms": round(torch_ms, 2),
-            "onnxruntime_ms": round(ort_ms, 2), "speedup_onnxruntime_over_torch": round(torch_ms / ort_ms, 2),
+    timing = latency(model, session, inputs, runs)
+    return {"input_shape": timing["latency_input_shape"], "torch_eager_ms": round(timing["torch_cpu_ms"], 2),
+            "onnxruntime_ms": round(timing["onnxruntime_cpu_ms"], 2),
+            "speedup_onnxruntime_over_torch": round(timing["onnxruntime_speedup"], 2),
             "torch_threads": torch.get_num_threads()}
 
 

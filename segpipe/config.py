@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segpipe.errors import SegpipeError
+from segpipe.tasks import TASK_MODELS, model_problem
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -211,10 +212,8 @@ class AugmentParams(Section):
         return self
 
 
-ModelName = Literal[
-    "unet", "fcn_resnet50", "deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large",
-    "maskrcnn_resnet18_fpn", "maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"]
-INSTANCE_MODELS = ("maskrcnn_resnet18_fpn", "maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
+ModelName = Literal[tuple(name for names in TASK_MODELS.values() for name in names)]  # type: ignore[valid-type]
+TaskName = Literal[tuple(TASK_MODELS)]  # type: ignore[valid-type]
 
 
 class UNetParams(Section):
@@ -351,7 +350,7 @@ class OrchestrationParams(Section):
 
 
 class Params(Section):
-    task: Literal["semantic", "instance"] = "semantic"
+    task: TaskName = "semantic"
     base: BaseParams = BaseParams()
     ingest: IngestParams = IngestParams()
     clean: CleanParams = CleanParams()
@@ -366,10 +365,9 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _model_fits_task(self) -> Params:
-        if (self.model.name in INSTANCE_MODELS) != (self.task == "instance"):
-            fitting = INSTANCE_MODELS if self.task == "instance" else "unet, lraspp_mobilenet_v3_large, ..."
-            raise ValueError(f"model.name '{self.model.name}' does not do task '{self.task}'; for {self.task} "
-                             f"use {', '.join(fitting) if isinstance(fitting, tuple) else fitting}")
+        problem = model_problem(self.task, self.model.name)
+        if problem:
+            raise ValueError(problem)
         return self
 
 

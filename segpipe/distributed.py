@@ -50,15 +50,6 @@ def init_runtime(device_setting: str) -> Runtime:
     return Runtime(rank, world_size, device)
 
 
-def all_reduce_sum(values: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    """Sum a small tensor over processes (returns it unchanged for a single process)."""
-    if not runtime.distributed:
-        return values
-    on_device = values.to(runtime.device if runtime.device.type == "cuda" else "cpu")
-    dist.all_reduce(on_device)
-    return on_device.cpu()
-
-
 def shutdown(runtime: Runtime) -> None:
     if runtime.distributed and dist.is_initialized():
         dist.destroy_process_group()

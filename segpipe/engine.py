@@ -11,9 +11,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from segpipe.distributed import Runtime, all_reduce_sum
+from segpipe.distributed import Runtime, reduce_sum
 from segpipe.progress import progress
-from segpipe.tasks import Criterion, Evaluator, Task
+from segpipe.tasks.base import Criterion, Evaluator, Task
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -64,13 +64,13 @@ def _images(batch: dict, settings: StepSettings, device: torch.device) -> torch.
 def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: Criterion, optimizer: torch.optim.Optimizer,
                     scheduler, scaler: torch.amp.GradScaler | None, settings: StepSettings, runtime: Runtime,
                     description: str) -> dict[str, float]:
-    """One pass over ``loader``; returns the mean of each loss term and of their sum ``loss`` (over all
-    processes), and images per second."""
+    """One pass over ``loader``: the mean ``loss`` (the sum of the criterion's terms) and, when there are several,
+    of each term, over all processes; and images per second."""
     model.train()
     total = len(loader) if settings.max_steps is None else min(len(loader), settings.max_steps)
     bar = progress(total, description, unit="step", enabled=runtime.is_main, leave=False)
-    names: list[str] = []
-    sums = torch.zeros(0, dtype=torch.float64)  # per term: value * images; then the loss and the image count
+    totals: dict[str, float] = {}  # name -> value * images
+    images_seen = 0
     start = time.perf_counter()
     for step, batch in enumerate(loader):
         if step >= total:
@@ -78,10 +78,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: Criterion, 
         images = _images(batch, settings, runtime.device)
         with settings.autocast(runtime.device):
             terms = criterion(model, images, batch)
-            loss = terms["loss"] if list(terms) == ["loss"] else sum(terms.values())
-        if not names:
-            names = [name for name in terms if name != "loss"]
-            sums = torch.zeros(len(names) + 2, dtype=torch.float64)
+            loss = sum(terms.values())
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -96,17 +93,17 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: Criterion, 
         else:
             optimizer.step()
         scheduler.step()
-        values = [terms[name].item() * len(images) for name in names]
-        sums += torch.tensor([*values, loss.item() * len(images), len(images)], dtype=torch.float64)
+        for name, value in ({"loss": loss, **terms} if len(terms) > 1 else {"loss": loss}).items():
+            totals[name] = totals.get(name, 0.0) + value.item() * len(images)
+        images_seen += len(images)
         bar.update()
-        bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{sums[-1] / (time.perf_counter() - start):.1f}")
+        bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{images_seen / (time.perf_counter() - start):.1f}")
     bar.close()
     elapsed = time.perf_counter() - start
-    sums = all_reduce_sum(sums if len(sums) else torch.zeros(2, dtype=torch.float64), runtime)
+    sums = reduce_sum(torch.tensor([*totals.values(), images_seen], dtype=torch.float64))
     count = max(float(sums[-1]), 1.0)
-    means = {name if name.startswith("loss_") else f"loss_{name}": float(sums[i] / count)
-             for i, name in enumerate(names)}
-    return {"loss": float(sums[-2] / count), **means, "images_per_s": float(sums[-1] / max(elapsed, 1e-9))}
+    means = {name: float(sums[i] / count) for i, name in enumerate(totals)}
+    return {**means, "images_per_s": float(sums[-1] / max(elapsed, 1e-9))}
 
 
 @torch.no_grad()

@@ -12,7 +12,8 @@ from torch import nn
 from segpipe import checkpoint
 from segpipe.data.canonical import Categories
 from segpipe.errors import SegpipeError
-from segpipe.tasks import Task, get_task
+from segpipe.tasks import get_task
+from segpipe.tasks.base import Task
 from segpipe.transforms import build, input_spec
 
 

@@ -7,8 +7,9 @@ Macro averages follow torchmetrics: a class counts when it occurs in the ground 
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
+
+from segpipe.distributed import reduce_sum
 
 
 def _safe_divide(num: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
@@ -31,11 +32,7 @@ class ConfusionMatrix:
 
     def reduce(self) -> None:
         """Sum the matrix over all processes (no-op without torch.distributed)."""
-        if dist.is_available() and dist.is_initialized():
-            device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-            total = self.matrix.to(device)
-            dist.all_reduce(total)
-            self.matrix = total.cpu()
+        self.matrix = reduce_sum(self.matrix)
 
     def per_class(self) -> dict[str, torch.Tensor]:
         m = self.matrix.double()

@@ -23,7 +23,7 @@ INPUT = "images"  # every task's ONNX model takes normalised NCHW float images u
 SPATIAL_AXES = {0: "batch", 2: "height", 3: "width"}
 
 
-def export_onnx(model: nn.Module, path: Path, example: Any, opset: int, output_names: list[str],
+def export_onnx(model: nn.Module, path: Path, example: Any, opset: int, output_names: tuple[str, ...],
                 dynamic_axes: dict[str, dict[int, str]]) -> None:
     """Write ``model`` as one self-contained ONNX file with the TorchScript-based exporter.
 
@@ -33,7 +33,7 @@ def export_onnx(model: nn.Module, path: Path, example: Any, opset: int, output_n
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
         torch.onnx.export(model.eval(), (example,), str(tmp), dynamo=False, opset_version=opset,
-                          input_names=[INPUT], output_names=output_names, dynamic_axes=dynamic_axes)
+                          input_names=[INPUT], output_names=list(output_names), dynamic_axes=dynamic_axes)
 
 
 def contract(trained: TrainedModel, onnx_file: str, output: dict[str, Any]) -> dict:
@@ -76,6 +76,15 @@ def parity(torch_fn: Callable[[torch.Tensor], torch.Tensor], ort_fn: Callable[[n
         agree += int((expected.argmax(1) == got.argmax(1)).sum())
         total += expected.shape[0] * expected.shape[2] * expected.shape[3]
     return Parity(len(inputs), worst, agree / max(total, 1))
+
+
+def latency(torch_fn: Callable[[torch.Tensor], object], session, example: torch.Tensor, runs: int) -> dict:
+    """Median milliseconds of eager PyTorch and of onnxruntime on ``example``, and their ratio."""
+    with torch.no_grad():
+        torch_ms = median_ms(lambda: torch_fn(example), runs)
+    ort_ms = median_ms(lambda: session.run(None, {INPUT: example.numpy()}), runs)
+    return {"torch_cpu_ms": torch_ms, "onnxruntime_cpu_ms": ort_ms, "latency_input_shape": list(example.shape),
+            "onnxruntime_speedup": torch_ms / ort_ms}
 
 
 def median_ms(fn: Callable[[], object], runs: int) -> float:

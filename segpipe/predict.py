@@ -20,7 +20,8 @@ from segpipe.errors import SegpipeError
 from segpipe.evaluation import TrainedModel
 from segpipe.fsutil import atomic_path, write_json
 from segpipe.progress import track
-from segpipe.tasks import Task, get_task
+from segpipe.tasks import get_task
+from segpipe.tasks.base import Task
 from segpipe.transforms import build, input_spec
 
 RESULTS_FILE = "predictions.json"
@@ -59,11 +60,9 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: Path) -> Predictor:
         trained = TrainedModel.load(path, torch.device("cpu"))
-        module = trained.task.onnx_module(trained.model)
 
         def run(x: torch.Tensor) -> list[torch.Tensor]:
-            outputs = module(x)
-            return list(outputs) if isinstance(outputs, tuple) else [outputs]
+            return trained.task.onnx_outputs(trained.model, x)
 
         output = trained.task.output_contract(trained.saved["config"])
         return cls(run, trained.task, trained.categories, trained.input_transform(), output)
@@ -109,8 +108,7 @@ def predict(predictor: Predictor, inputs: list[str], out_dir: Path) -> PredictRe
         raise SegpipeError(f"no images found in {' '.join(inputs)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     report = PredictReport()
-    results: list[dict] = []
-    wants_results = False
+    results: list[dict] | None = None  # COCO results of the run, when the task gives them
     for path in track(files, len(files), "predict"):
         try:
             pixels = load_image(path).pixels
@@ -125,8 +123,7 @@ def predict(predictor: Predictor, inputs: list[str], out_dir: Path) -> PredictRe
             Image.fromarray(rendered.overlay).save(tmp, format="PNG")
         report.written.append(target)
         if rendered.results is not None:
-            results += [{"file_name": path.name, **entry} for entry in rendered.results]
-            wants_results = True
-    if wants_results:
+            results = (results or []) + [{"file_name": path.name, **entry} for entry in rendered.results]
+    if results is not None:
         write_json(out_dir / RESULTS_FILE, results)
     return report

@@ -14,6 +14,7 @@ import torch  # noqa: E402
 from torchvision.ops import masks_to_boxes  # noqa: E402
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks  # noqa: E402
 
+from segpipe.coco_eval import CocoResult  # noqa: E402
 from segpipe.data.canonical import Categories  # noqa: E402
 from segpipe.fsutil import atomic_path  # noqa: E402
 
@@ -141,7 +142,7 @@ def instance_grid(rows: list[tuple[torch.Tensor, dict, dict]], categories: Categ
     _save(fig, path)
 
 
-def precision_recall_plot(result, names: list[str], path: str | Path) -> None:
+def precision_recall_plot(result: CocoResult, names: list[str], path: str | Path) -> None:
     """COCO precision-recall curves at IoU 0.5 per class, and the class mean at IoU 0.5 and 0.75 (mask AP)."""
     fig, ax = plt.subplots(figsize=(6, 4.2))
     recall = result.recall_thresholds

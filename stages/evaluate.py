@@ -11,7 +11,7 @@ from segpipe.evaluation import TrainedModel, metrics_json
 from segpipe.fsutil import atomic_dir, write_atomic
 from segpipe.paths import MODELS, REPORTS, SPLIT
 from segpipe.stage import stage_main
-from segpipe.tasks import Evaluation
+from segpipe.tasks.base import Evaluation
 
 METRICS, PER_CLASS, FIGURES = REPORTS / "metrics.json", REPORTS / "per_class.csv", REPORTS / "evaluation"
 

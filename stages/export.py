@@ -31,8 +31,9 @@ def _log_to_mlflow(params: Params, trained: TrainedModel, example: torch.Tensor,
     tracking.log_artifacts(params, run_id, [CONTRACT_FILE, REPORT_FILE], "export")
     # the models go through the tracking outbox as files, so an unreachable server only delays them
     STAGING.mkdir(parents=True, exist_ok=True)
-    outputs = trained.task.example_output(trained.model, example)
-    np.savez(STAGING / "example.npz", input=example.numpy(), **outputs)
+    outputs = trained.task.onnx_outputs(trained.model, example)
+    np.savez(STAGING / "example.npz", input=example.numpy(),
+             **{name: output.numpy() for name, output in zip(trained.task.output_names, outputs, strict=True)})
     torch.save(trained.task.onnx_module(trained.model), STAGING / "pytorch_model.pt")
     files = {"onnx": str(ONNX_FILE.resolve()), "pytorch": str((STAGING / "pytorch_model.pt").resolve()),
              "example": str((STAGING / "example.npz").resolve())}

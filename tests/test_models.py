@@ -39,7 +39,7 @@ def test_forward_backward_save_load_and_onnx_parity(name, tmp_path):
         assert torch.equal(model(images), again(images))
 
     axes = {INPUT: SPATIAL_AXES, "logits": SPATIAL_AXES}
-    export_onnx(model, tmp_path / "model.onnx", images[:1], 18, ["logits"], axes)
+    export_onnx(model, tmp_path / "model.onnx", images[:1], 18, ("logits",), axes)
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     other = torch.randn(3, 3, 37, 53)  # dynamic batch and spatial size
     with torch.no_grad():

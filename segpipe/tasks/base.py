@@ -86,6 +86,7 @@ class Task(ABC):
     objective_label: str  # for people, e.g. "val mIoU"
     with_instances: bool = False  # samples carry instance masks, boxes and labels
     map_name: str  # what predict writes per image, e.g. "label maps"
+    output_names: tuple[str, ...]  # the ONNX model's outputs
 
     # --- model -----------------------------------------------------------------------------------------------
     @abstractmethod
@@ -130,21 +131,24 @@ class Task(ABC):
         """The ``output`` part of export/model.json for a model of ``config``."""
 
     def onnx_module(self, model: nn.Module) -> nn.Module:
-        """The module that export traces: one NCHW batch in, the ONNX model's outputs out."""
+        """The module that export traces: one NCHW batch in, the ONNX model's outputs (``output_names``) out."""
         return model
+
+    @torch.no_grad()
+    def onnx_outputs(self, model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
+        """What the ONNX model returns for ``images``, computed by PyTorch: one tensor per ``output_names``."""
+        outputs = self.onnx_module(model)(images)
+        return list(outputs) if isinstance(outputs, tuple) else [outputs]
 
     @abstractmethod
     def render(self, outputs: list[torch.Tensor], pixels: np.ndarray, categories: Categories,
                output: dict[str, Any]) -> Rendered:
         """``predict``'s files for one image from the ONNX-ordered ``outputs`` (``output``: the contract)."""
 
-    @abstractmethod
-    def example_output(self, model: nn.Module, example: torch.Tensor) -> dict[str, np.ndarray]:
-        """The model's outputs for ``example`` by name, logged with the MLflow model as its signature."""
-
 
 class Criterion(nn.Module):
-    """A training loss: ``forward(model, images, batch)`` runs the model and returns named loss terms."""
+    """A training loss: ``forward(model, images, batch)`` runs the model and returns named loss terms; the loop
+    minimises their sum and logs each term (``train_<name>``) when there are several."""
 
     def forward(self, model: nn.Module, images: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -19,8 +19,9 @@ from segpipe.config import Params
 from segpipe.data.canonical import Categories
 from segpipe.data.dataset import DecodingSegmentation
 from segpipe.errors import SegpipeError
+from segpipe.models import load_weights
 from segpipe.models.mask_rcnn import ExportableInstance, InstanceSegmenter, build_mask_rcnn
-from segpipe.onnx_export import INPUT, export_onnx, median_ms
+from segpipe.onnx_export import INPUT, export_onnx, latency
 from segpipe.progress import track
 from segpipe.tasks.base import Criterion, Evaluation, Evaluator, ExportCheck, Rendered, Task
 from segpipe.viz import instance_grid, instance_overlay, precision_recall_plot
@@ -54,8 +55,10 @@ class DetectionCriterion(Criterion):
 class CocoEvaluator(Evaluator):
     """Collects ground truth and detections per image as RLE; mask and box AP by ``COCOeval``."""
 
-    def __init__(self, categories: Categories, mask_threshold: float, max_detections: int) -> None:
-        self.categories, self.mask_threshold, self.max_detections = categories, mask_threshold, max_detections
+    def __init__(self, categories: Categories, config: dict[str, Any]) -> None:
+        options = config["mask_rcnn"]
+        self.categories = categories
+        self.mask_threshold, self.max_detections = options["mask_threshold"], options["detections_per_image"]
         self.records: list[ImageRecord] = []
         self.per_class = pd.DataFrame()
         self.mask_result: CocoResult | None = None
@@ -83,16 +86,16 @@ class CocoEvaluator(Evaluator):
         return metrics
 
 
-def detection_parity(model: nn.Module, run_onnx: Any, inputs: list[torch.Tensor],
+Detections = list[np.ndarray]  # boxes, labels, scores, masks of one image, in the ONNX model's output order
+
+
+def detection_parity(torch_runs: list[Detections], onnx_runs: list[Detections],
                      mask_threshold: float) -> dict[str, Any]:
-    """Match onnxruntime's detections to PyTorch's in order (same label, box IoU >= 0.9); scores and masks of the
-    matched pairs are compared. Counts images where both found nothing (the no-detection path)."""
+    """Match onnxruntime's detections to PyTorch's, image by image and in order (same label, box IoU >= 0.9);
+    scores and masks of the matched pairs are compared. Counts images where both found nothing."""
     matched = total = empty_images = 0
     score_diff, mask_ious = 0.0, [1.0]
-    for images in inputs:
-        with torch.no_grad():
-            expected = [t.numpy() for t in model(images)]
-        got = run_onnx(images.numpy())
+    for expected, got in zip(torch_runs, onnx_runs, strict=True):
         total += max(len(expected[0]), len(got[0]))
         empty_images += len(expected[0]) == len(got[0]) == 0
         if len(expected[0]) and len(got[0]):
@@ -105,8 +108,19 @@ def detection_parity(model: nn.Module, run_onnx: Any, inputs: list[torch.Tensor]
                             strict=True):
                 union = np.logical_or(a, b).sum()
                 mask_ious.append(float(np.logical_and(a, b).sum() / union) if union else 1.0)
-    return {"parity_images": len(inputs), "torch_detections": total, "matched_share": matched / total if total else 1.0,
-            "max_score_diff": score_diff, "min_mask_iou": min(mask_ious), "images_without_detections": empty_images}
+    return {"parity_images": len(torch_runs), "torch_detections": total,
+            "matched_share": matched / total if total else 1.0, "max_score_diff": score_diff,
+            "min_mask_iou": min(mask_ious), "images_without_detections": empty_images}
+
+
+def mask_ap(categories: Categories, config: dict[str, Any], samples: list[dict[str, Any]],
+            runs: list[Detections]) -> float:
+    """Mask AP over ``samples`` of the detections ``runs`` (one per sample; extra runs are ignored)."""
+    evaluator = CocoEvaluator(categories, config)
+    for sample, run in zip(samples, runs, strict=False):
+        outputs = {name: torch.as_tensor(value) for name, value in zip(ExportableInstance.OUTPUTS, run, strict=True)}
+        evaluator.process(collate_instances([sample]), [outputs])
+    return evaluator.compute()["mask_ap"]
 
 
 def collate_instances(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -120,6 +134,7 @@ class InstanceTask(Task):
     objective = "mask_ap"
     objective_label = "val mask AP"
     map_name = "instance maps"
+    output_names = ExportableInstance.OUTPUTS
     with_instances = True
 
     def model_config(self, params: Params, categories: Categories) -> dict[str, Any]:
@@ -128,8 +143,6 @@ class InstanceTask(Task):
                 "mask_rcnn": params.model.mask_rcnn.model_dump(mode="json")}
 
     def build_model(self, config: dict[str, Any], weights: str | None = None) -> nn.Module:
-        from segpipe.models import load_weights
-
         pretrained = weights if weights in ("full", "backbone") else None
         detector = build_mask_rcnn(config["name"], len(config["class_ids"]) + 1, config["mask_rcnn"], pretrained)
         model = InstanceSegmenter(detector, config["class_ids"])
@@ -147,8 +160,7 @@ class InstanceTask(Task):
         return DetectionCriterion()
 
     def validation_evaluator(self, categories: Categories, criterion: Criterion, config: dict[str, Any]) -> Evaluator:
-        options = config["mask_rcnn"]
-        return CocoEvaluator(categories, options["mask_threshold"], options["detections_per_image"])
+        return CocoEvaluator(categories, config)
 
     def forward_eval(self, model: nn.Module, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         return model(list(images))
@@ -157,7 +169,7 @@ class InstanceTask(Task):
     def evaluate(self, trained: TrainedModel, manifest: pd.DataFrame, params: Params, device: torch.device,
                  workers: int) -> Evaluation:
         options = trained.saved["config"]["mask_rcnn"]
-        evaluator = self.validation_evaluator(trained.categories, DetectionCriterion(), trained.saved["config"])
+        evaluator = CocoEvaluator(trained.categories, trained.saved["config"])
         to_input = trained.input_transform()
         dataset = DecodingSegmentation(manifest, instances=True)
         loader = DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=collate_instances)
@@ -184,20 +196,18 @@ class InstanceTask(Task):
         then compare onnxruntime with PyTorch on every input and on a blank image (usually no detection), and
         the mask AP of both on the test samples (within 0.5 points)."""
         model = self.onnx_module(trained.model)
-        with torch.no_grad():
-            counts = [len(model(x)[0]) for x in inputs]
-        example = inputs[int(np.argmax(counts))]
+        checked = [*inputs, torch.zeros_like(inputs[0])]  # the test images and a blank one
+        torch_runs = [[t.numpy() for t in self.onnx_outputs(trained.model, x)] for x in checked]
+        example = inputs[int(np.argmax([len(run[0]) for run in torch_runs[:len(inputs)]]))]
         axes = {INPUT: {2: "height", 3: "width"}, "masks": {0: "detections", 2: "height", 3: "width"},
                 **{name: {0: "detections"} for name in ("boxes", "labels", "scores")}}
-        export_onnx(model, path, example, params.export.opset, list(ExportableInstance.OUTPUTS), axes)
+        export_onnx(model, path, example, params.export.opset, self.output_names, axes)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        blank = torch.zeros_like(inputs[0])
-        options = trained.saved["config"]["mask_rcnn"]
-        check = detection_parity(model, lambda x: session.run(None, {INPUT: x}), [*inputs, blank],
-                                 options["mask_threshold"])
+        onnx_runs = [session.run(None, {INPUT: x.numpy()}) for x in checked]
+        config = trained.saved["config"]
+        check = detection_parity(torch_runs, onnx_runs, config["mask_rcnn"]["mask_threshold"])
         report: dict[str, Any] = {**check, "min_agreement": params.export.min_agreement}
-        torch_ap, onnx_ap = (self._parity_mask_ap(trained, samples, inputs, run, options) for run in (
-            model, lambda x: [torch.from_numpy(a) for a in session.run(None, {INPUT: x.numpy()})]))
+        torch_ap, onnx_ap = (mask_ap(trained.categories, config, samples, runs) for runs in (torch_runs, onnx_runs))
         report.update(parity_mask_ap_torch=torch_ap, parity_mask_ap_onnx=onnx_ap)
         failure = ""
         if check["matched_share"] < params.export.min_agreement:
@@ -206,34 +216,18 @@ class InstanceTask(Task):
         elif abs(torch_ap - onnx_ap) > MAX_AP_GAP:
             failure = (f"the ONNX model's mask AP on the parity images is {onnx_ap:.4f}, PyTorch's {torch_ap:.4f}: "
                        f"more than {MAX_AP_GAP} apart")
-        with torch.no_grad():
-            report["torch_cpu_ms"] = median_ms(lambda: model(example), params.export.latency_runs)
-        report["onnxruntime_cpu_ms"] = median_ms(lambda: session.run(None, {INPUT: example.numpy()}),
-                                                 params.export.latency_runs)
-        report["latency_input_shape"] = list(example.shape)
-        report["onnxruntime_speedup"] = report["torch_cpu_ms"] / report["onnxruntime_cpu_ms"]
+        report.update(latency(model, session, example, params.export.latency_runs))
         summary = (f"{check['matched_share']:.4f} of {check['torch_detections']} detections matched (label, box IoU "
                    f">= 0.9), max score diff {check['max_score_diff']:.1e}, min mask IoU {check['min_mask_iou']:.4f}, "
                    f"mask AP {onnx_ap:.4f} vs PyTorch {torch_ap:.4f}")
         return ExportCheck(report, failure, summary)
-
-    @staticmethod
-    @torch.no_grad()
-    def _parity_mask_ap(trained: TrainedModel, samples: list[dict[str, Any]], inputs: list[torch.Tensor], run: Any,
-                        options: dict[str, Any]) -> float:
-        """Mask AP on ``samples`` of a model run as ``run`` (ONNX-ordered outputs)."""
-        evaluator = CocoEvaluator(trained.categories, options["mask_threshold"], options["detections_per_image"])
-        for sample, images in zip(samples, inputs, strict=True):
-            outputs = dict(zip(ExportableInstance.OUTPUTS, run(images), strict=True))
-            evaluator.process(collate_instances([sample]), [outputs])
-        return evaluator.compute()["mask_ap"]
 
     def onnx_module(self, model: nn.Module) -> nn.Module:
         return ExportableInstance(model).eval()
 
     def output_contract(self, config: dict[str, Any]) -> dict[str, Any]:
         return {
-            "names": list(ExportableInstance.OUTPUTS), "batch": 1,
+            "names": list(self.output_names), "batch": 1,
             "boxes": "float32 [N, 4]: x1, y1, x2, y2 in input pixels", "labels": "int64 [N]: class ids (classes)",
             "scores": "float32 [N], sorted high to low",
             "masks": "float32 [N, 1, H, W]: mask probability at the input size; > mask_threshold is the object",
@@ -261,8 +255,3 @@ class InstanceTask(Task):
                              float(boxes[i, 3] - boxes[i, 1])], "score": float(scores[i]),
                     "instance_id": i + 1 if i in visible else 0} for i in range(len(scores))]
         return Rendered(instance_map, picture.permute(1, 2, 0).numpy(), results)
-
-    def example_output(self, model: nn.Module, example: torch.Tensor) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            outputs = ExportableInstance(model).eval()(example)
-        return {name: value.numpy() for name, value in zip(ExportableInstance.OUTPUTS, outputs, strict=True)}

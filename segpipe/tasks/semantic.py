@@ -20,7 +20,7 @@ from segpipe.inference import infer
 from segpipe.losses import build_loss, median_frequency_weights
 from segpipe.metrics import BoundaryF1, ConfusionMatrix
 from segpipe.models import create_model
-from segpipe.onnx_export import INPUT, SPATIAL_AXES, export_onnx, median_ms, parity
+from segpipe.onnx_export import INPUT, SPATIAL_AXES, export_onnx, latency, parity
 from segpipe.progress import track
 from segpipe.tasks.base import Criterion, Evaluation, Evaluator, ExportCheck, Rendered, Task
 from segpipe.viz import confusion_matrix_plot, overlay, prediction_grid
@@ -72,6 +72,7 @@ class SemanticTask(Task):
     objective = "miou"
     objective_label = "val mIoU"
     map_name = "label maps"
+    output_names = (OUTPUT,)
 
     def model_config(self, params: Params, categories: Categories) -> dict[str, Any]:
         return {"task": self.name, "name": params.model.name, "num_classes": categories.num_classes,
@@ -128,7 +129,7 @@ class SemanticTask(Task):
 
     def export(self, trained: TrainedModel, samples: list[dict[str, Any]], inputs: list[torch.Tensor], path: Path,
                params: Params) -> ExportCheck:
-        export_onnx(trained.model, path, inputs[0], params.export.opset, [OUTPUT],
+        export_onnx(trained.model, path, inputs[0], params.export.opset, self.output_names,
                     {INPUT: SPATIAL_AXES, OUTPUT: SPATIAL_AXES})
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         result = parity(trained.model, lambda x: session.run(None, {INPUT: x})[0], inputs)
@@ -139,19 +140,9 @@ class SemanticTask(Task):
             return ExportCheck(report, f"ONNX argmax agreement {result.argmax_agreement:.5f} is below "
                                        f"export.min_agreement {params.export.min_agreement} "
                                        f"(max logit diff {result.max_abs_logit_diff:.2e})")
-        example = inputs[0]
-        with torch.no_grad():
-            report["torch_cpu_ms"] = median_ms(lambda: trained.model(example), params.export.latency_runs)
-        report["onnxruntime_cpu_ms"] = median_ms(lambda: session.run(None, {INPUT: example.numpy()}),
-                                                 params.export.latency_runs)
-        report["latency_input_shape"] = list(example.shape)
-        report["onnxruntime_speedup"] = report["torch_cpu_ms"] / report["onnxruntime_cpu_ms"]
+        report.update(latency(trained.model, session, inputs[0], params.export.latency_runs))
         return ExportCheck(report, summary=f"argmax agreement {result.argmax_agreement:.5f}, max logit diff "
                                            f"{result.max_abs_logit_diff:.1e}")
-
-    def example_output(self, model: nn.Module, example: torch.Tensor) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            return {OUTPUT: model(example).numpy()}
 
     def render(self, outputs: list[torch.Tensor], pixels: np.ndarray, categories: Categories,
                output: dict[str, Any]) -> Rendered:
