@@ -101,3 +101,21 @@ def evaluate_folders(gt_json: Path, pred_json: Path, gt_dir: Path, pred_dir: Pat
         except PanopticError as exc:
             raise SegpipeError(str(exc)) from None
     return FolderScore(pq_result(stat, categories), stat, len(gt["annotations"]))
+
+
+def segments_info(ids: np.ndarray, segments: list[Segment]) -> list[dict[str, Any]]:
+    """COCO ``segments_info`` entries (id, category_id, iscrowd, area, bbox [x, y, w, h]) of an id map."""
+    entries = []
+    for segment in segments:
+        ys, xs = np.nonzero(ids == segment.id)
+        x, y = int(xs.min()), int(ys.min())
+        entries.append({"id": int(segment.id), "category_id": int(segment.category), "iscrowd": int(segment.iscrowd),
+                        "area": int(len(ys)), "bbox": [x, y, int(xs.max()) - x + 1, int(ys.max()) - y + 1]})
+    return entries
+
+
+def document(annotations: list[dict[str, Any]], images: list[dict[str, Any]],
+             categories: list[dict[str, Any]]) -> dict[str, Any]:
+    """A COCO panoptic JSON document."""
+    return {"info": {"description": "written by segpipe"}, "images": images, "annotations": annotations,
+            "categories": categories}

@@ -241,11 +241,37 @@ class MaskRCNNParams(Section):
         return self
 
 
+class PanopticParams(Section):
+    """Panoptic heads, loss weights and post-processing (task: panoptic)."""
+
+    head_channels: int = Field(32, ge=4, description="width of the heads (Panoptic-DeepLab) / semantic FPN head")
+    semantic_weight: float = Field(1.0, ge=0, description="weight of the semantic cross-entropy")
+    hard_pixel_share: float = Field(1.0, gt=0, le=1, description="CE over this share of the hardest pixels")
+    center_weight: float = Field(200.0, ge=0, description="Panoptic-DeepLab: weight of the centre MSE")
+    offset_weight: float = Field(0.01, ge=0, description="Panoptic-DeepLab: weight of the offset L1")
+    center_sigma: float = Field(4.0, gt=0, description="Panoptic-DeepLab: Gaussian sigma of a centre target (px)")
+    center_threshold: float = Field(0.1, ge=0, description="Panoptic-DeepLab: heatmap peaks above this are centres")
+    nms_kernel: int = Field(7, ge=1, description="Panoptic-DeepLab: max-pooling window of the centre NMS (odd)")
+    top_k: int = Field(100, ge=1, description="Panoptic-DeepLab: at most this many centres per image")
+    instance_score_threshold: float = Field(0.5, ge=0, le=1, description="Panoptic FPN: detections placed from here")
+    overlap_threshold: float = Field(0.5, ge=0, le=1,
+                                     description="Panoptic FPN: skip a detection more than this share covered")
+    stuff_area: int = Field(32, ge=0, description="stuff regions smaller than this (px) become VOID")
+
+    @field_validator("nms_kernel")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("must be odd, so the window centres on the pixel")
+        return value
+
+
 class ModelParams(Section):
     name: ModelName = "lraspp_mobilenet_v3_large"
     weights: str | None = Field(None, description="null (from scratch), backbone, full, or a checkpoint path")
     unet: UNetParams = UNetParams()
     mask_rcnn: MaskRCNNParams = MaskRCNNParams()
+    panoptic: PanopticParams = PanopticParams()
 
 
 class OptimizerParams(Section):

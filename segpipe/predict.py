@@ -125,5 +125,5 @@ def predict(predictor: Predictor, inputs: list[str], out_dir: Path) -> PredictRe
         if rendered.results is not None:
             results = (results or []) + [{"file_name": path.name, **entry} for entry in rendered.results]
     if results is not None:
-        write_json(out_dir / RESULTS_FILE, results)
+        write_json(out_dir / RESULTS_FILE, predictor.task.prediction_file(results, predictor.categories))
     return report

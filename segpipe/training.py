@@ -137,7 +137,8 @@ def epoch_line(row: dict[str, Any], epochs: int, seconds_per_epoch: float) -> st
     """One line per epoch for logs: losses, validation metrics, speed and the time left."""
     left = duration(seconds_per_epoch * (epochs - row["epoch"]))
     values = " ".join(f"{k} {v:.4f}" for k, v in row.items()
-                      if k.startswith(("train_", "val_")) and not k.endswith(("_small", "_medium", "_large")))
+                      if k.startswith(("train_", "val_")) and not k.endswith(("_small", "_medium", "_large"))
+                      and not k.startswith(("val_sq_", "val_rq_")))
     return (f"train: epoch {row['epoch']}/{epochs} {values} | "
             f"{row['images_per_s']:.1f} img/s | {duration(seconds_per_epoch)}/epoch, ETA {left}")
 

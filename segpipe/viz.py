@@ -164,3 +164,33 @@ def precision_recall_plot(result: CocoResult, names: list[str], path: str | Path
     ax.set_title("mask precision-recall (COCO)")
     fig.tight_layout()
     _save(fig, path)
+
+
+def panoptic_overlay(image: torch.Tensor, category: torch.Tensor, instance: torch.Tensor, categories: Categories,
+                     alpha: float = 0.55) -> torch.Tensor:
+    """Stuff in its class colour, every instance in a shade of its class colour with its outline; VOID left bare."""
+    colors = torch.tensor([c.color for c in categories.items], dtype=torch.float32)
+    known = category >= 0
+    paint = colors[category.clamp(min=0)]
+    shade = 0.65 + 0.35 * ((instance * 37) % 11).float() / 10  # neighbouring instances differ in brightness
+    paint = torch.where((instance > 0)[..., None], paint * shade[..., None], paint)
+    picture = image.permute(1, 2, 0).float()
+    picture = torch.where(known[..., None], (1 - alpha) * picture + alpha * paint, picture)
+    edges = torch.zeros_like(known)
+    edges[1:] |= instance[1:] != instance[:-1]
+    edges[:, 1:] |= instance[:, 1:] != instance[:, :-1]
+    picture[edges & (instance > 0)] = 255.0
+    return picture.clamp(0, 255).to(torch.uint8).permute(2, 0, 1)
+
+
+def panoptic_grid(rows: list[tuple[torch.Tensor, tuple, tuple]], categories: Categories, path: str | Path) -> None:
+    """One row per image: image | ground truth | prediction, each map as (category, instance)."""
+    fig, axes = plt.subplots(len(rows), 3, figsize=(9, 2.6 * len(rows)), squeeze=False)
+    for row, (image, truth, predicted) in zip(axes, rows, strict=True):
+        pictures = (image, panoptic_overlay(image, *truth, categories), panoptic_overlay(image, *predicted, categories))
+        for ax, picture, title in zip(row, pictures, ("image", "ground truth", "prediction"), strict=True):
+            ax.imshow(picture.permute(1, 2, 0).numpy())
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    _save(fig, path)

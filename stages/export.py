@@ -33,7 +33,8 @@ def _log_to_mlflow(params: Params, trained: TrainedModel, example: torch.Tensor,
     STAGING.mkdir(parents=True, exist_ok=True)
     outputs = trained.task.onnx_outputs(trained.model, example)
     np.savez(STAGING / "example.npz", input=example.numpy(),
-             **{name: output.numpy() for name, output in zip(trained.task.output_names, outputs, strict=True)})
+             **{name: output.numpy() for name, output in zip(trained.task.onnx_names(trained.saved["config"]), outputs,
+                                                           strict=True)})
     torch.save(trained.task.onnx_module(trained.model), STAGING / "pytorch_model.pt")
     files = {"onnx": str(ONNX_FILE.resolve()), "pytorch": str((STAGING / "pytorch_model.pt").resolve()),
              "example": str((STAGING / "example.npz").resolve())}

@@ -52,8 +52,15 @@ class UNet(nn.Module):
         self.merge = nn.ModuleList(block(widths[i] * 2, widths[i]) for i in range(depth))
         self.head = nn.Conv2d(widths[0], num_classes, 1)
         self.multiple = 2**depth
+        self.feature_channels = widths[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        return self.head(self.decode(x))[..., :height, :width]
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's full-resolution features (``feature_channels`` wide), padded to a multiple of
+        2**depth at the bottom and right; the caller crops them."""
         height, width = x.shape[-2:]
         # always pad (by zero when already divisible): no branch on the size, so exported graphs stay dynamic
         x = F.pad(x, (0, (-width) % self.multiple, 0, (-height) % self.multiple), mode="replicate")
@@ -63,4 +70,4 @@ class UNet(nn.Module):
         out = skips.pop()
         for level in reversed(range(len(self.up))):
             out = self.merge[level](torch.cat([self.up[level](out), skips.pop()], dim=1))
-        return self.head(out)[..., :height, :width]
+        return out

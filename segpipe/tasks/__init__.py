@@ -13,6 +13,7 @@ TASK_MODELS: dict[str, tuple[str, ...]] = {
     "semantic": ("unet", "fcn_resnet50", "deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large",
                  "lraspp_mobilenet_v3_large"),
     "instance": ("maskrcnn_resnet18_fpn", "maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"),
+    "panoptic": ("panoptic_deeplab_unet", "panoptic_fpn_resnet18"),
 }
 
 
@@ -33,4 +34,8 @@ def get_task(name: str):  # -> segpipe.tasks.base.Task (imported lazily)
         from segpipe.tasks.instance import InstanceTask
 
         return InstanceTask()
+    if name == "panoptic":
+        from segpipe.tasks.panoptic import PanopticTask
+
+        return PanopticTask()
     raise SegpipeError(f"task '{name}' is not available; choose one of {', '.join(TASK_MODELS)}")

@@ -130,6 +130,14 @@ class Task(ABC):
     def output_contract(self, config: dict[str, Any]) -> dict[str, Any]:
         """The ``output`` part of export/model.json for a model of ``config``."""
 
+    def onnx_names(self, config: dict[str, Any]) -> tuple[str, ...]:
+        """The ONNX outputs of a model of ``config`` (the task's ``output_names`` unless its models differ)."""
+        return self.output_names
+
+    def prediction_file(self, entries: list[dict[str, Any]], categories: Categories) -> Any:
+        """What ``predict`` writes as predictions.json from the ``results`` of its images (each with file_name)."""
+        return entries
+
     def onnx_module(self, model: nn.Module) -> nn.Module:
         """The module that export traces: one NCHW batch in, the ONNX model's outputs (``output_names``) out."""
         return model

@@ -39,17 +39,21 @@ def pixel_boxes(boxes: torch.Tensor) -> torch.Tensor:
     return torch.cat([boxes[:, :2], boxes[:, 2:] + 1], 1).float()
 
 
+def detection_targets(batch: dict[str, Any], device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """Mask R-CNN's targets of a batch on ``device``; crowd regions are left out of training (COCO's convention)."""
+    targets = []
+    for target in batch["targets"]:
+        keep = ~target["iscrowd"]
+        targets.append({"boxes": pixel_boxes(target["boxes"][keep]).to(device),
+                        "labels": target["labels"][keep].to(device), "masks": target["masks"][keep].to(device)})
+    return targets
+
+
 class DetectionCriterion(Criterion):
-    """Mask R-CNN's own loss terms; crowd regions are left out of training (COCO's convention)."""
+    """Mask R-CNN's own loss terms."""
 
     def forward(self, model: nn.Module, images: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        targets = []
-        for target in batch["targets"]:
-            keep = ~target["iscrowd"]
-            targets.append({"boxes": pixel_boxes(target["boxes"][keep]).to(images.device),
-                            "labels": target["labels"][keep].to(images.device),
-                            "masks": target["masks"][keep].to(images.device)})
-        return model(list(images), targets)
+        return model(list(images), detection_targets(batch, images.device))
 
 
 class CocoEvaluator(Evaluator):
@@ -124,8 +128,10 @@ def mask_ap(categories: Categories, config: dict[str, Any], samples: list[dict[s
 
 
 def collate_instances(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Images stacked (same size within a batch); the objects of each image kept as its own target dict."""
+    """Images and semantic maps stacked (same size within a batch); the objects of each image kept as its own
+    target dict."""
     return {"image": torch.stack([s["image"] for s in samples]),
+            "semantic": torch.stack([s["semantic"].as_subclass(torch.Tensor) for s in samples]),
             "targets": [{key: s[key].as_subclass(torch.Tensor) for key in TARGET_KEYS} for s in samples]}
 
 

@@ -1,0 +1,444 @@
+"""Panoptic segmentation: Panoptic-DeepLab or Panoptic FPN; PQ / SQ / RQ by the official COCO panoptic rules.
+
+The two models differ in their outputs, loss and post-processing (a :class:`Family` each); everything else (the
+ground truth as segments, the evaluator, evaluation files, export parity, predict) is shared. A panoptic map's
+segments get ids from their content: a stuff class ``c`` is segment ``c + 1``, instance ``k`` is ``C + k``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader
+
+from segpipe.coco_panoptic import document, id_to_rgb, segments_info
+from segpipe.config import Params
+from segpipe.data.canonical import Categories
+from segpipe.data.dataset import DecodingSegmentation
+from segpipe.distributed import reduce_sum
+from segpipe.errors import SegpipeError
+from segpipe.fsutil import write_json
+from segpipe.metrics import ConfusionMatrix
+from segpipe.models import load_weights
+from segpipe.models.mask_rcnn import build_mask_rcnn
+from segpipe.models.panoptic import ExportablePanopticFPN, PanopticDeepLab, PanopticFPN
+from segpipe.onnx_export import INPUT, SPATIAL_AXES, export_onnx, latency
+from segpipe.panoptic_postprocess import PanopticMap, deeplab_panoptic, fpn_panoptic
+from segpipe.panoptic_quality import PanopticCategory, PQResult, PQStat, Segment, image_stat, pq_result
+from segpipe.progress import track
+from segpipe.tasks.base import Criterion, Evaluation, Evaluator, ExportCheck, Rendered, Task
+from segpipe.tasks.instance import collate_instances, detection_targets
+from segpipe.viz import panoptic_grid, panoptic_overlay
+
+if TYPE_CHECKING:
+    from segpipe.evaluation import TrainedModel
+
+MAX_PQ_GAP = 0.001  # the ONNX model's PQ on the parity images may differ from PyTorch's by at most this
+RawOutputs = list[torch.Tensor]  # one image's outputs in the ONNX model's order, batch dimensions as ONNX has them
+
+
+def semantic_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, share: float) -> torch.Tensor:
+    """Cross-entropy over the labelled pixels, or over the hardest ``share`` of them (hard-pixel mining)."""
+    losses = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="none")
+    losses = losses[target != ignore_index]
+    if share < 1 and losses.numel():
+        losses = losses.topk(max(1, int(share * losses.numel()))).values
+    return losses.mean() if losses.numel() else logits.sum() * 0
+
+
+def center_targets(targets: list[dict[str, torch.Tensor]], size: tuple[int, int], sigma: float,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Panoptic-DeepLab's targets: a heatmap of Gaussians at the instances' centres of mass (Bx1xHxW), the offsets
+    (dy, dx) from each instance pixel to its centre (Bx2xHxW) and where offsets count (Bx1xHxW). Crowd regions
+    have neither centre nor offsets."""
+    heat = torch.zeros((len(targets), 1, *size), device=device)
+    offsets = torch.zeros((len(targets), 2, *size), device=device)
+    weight = torch.zeros((len(targets), 1, *size), device=device)
+    ys = torch.arange(size[0], device=device, dtype=torch.float32)[:, None]
+    xs = torch.arange(size[1], device=device, dtype=torch.float32)[None]
+    for b, target in enumerate(targets):
+        masks = target["masks"][~target["iscrowd"]].to(device).bool()
+        if not len(masks):
+            continue
+        area = masks.sum((1, 2)).float()
+        cy, cx = (masks * ys).sum((1, 2)) / area, (masks * xs).sum((1, 2)) / area
+        gauss = torch.exp(-((ys - cy[:, None, None]) ** 2 + (xs - cx[:, None, None]) ** 2) / (2 * sigma**2))
+        heat[b, 0] = gauss.max(0).values
+        owner, inside = masks.float().argmax(0), masks.any(0)
+        offsets[b, 0] = torch.where(inside, cy[owner] - ys, 0.0)
+        offsets[b, 1] = torch.where(inside, cx[owner] - xs, 0.0)
+        weight[b, 0] = inside.float()
+    return heat, offsets, weight
+
+
+class DeepLabCriterion(Criterion):
+    """Semantic CE (optionally over the hardest pixels), centre MSE and offset L1 on instance pixels, weighted."""
+
+    def __init__(self, settings: dict[str, Any], ignore_index: int) -> None:
+        super().__init__()
+        self.settings, self.ignore_index = settings, ignore_index
+
+    def forward(self, model: nn.Module, images: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        settings = self.settings
+        semantic, center, offset = model(images)
+        target = batch["semantic"].to(images.device).long()
+        heat, offsets, weight = center_targets(batch["targets"], tuple(target.shape[-2:]), settings["center_sigma"],
+                                               images.device)
+        offset_l1 = ((offset.float() - offsets).abs() * weight).sum() / weight.sum().clamp(min=1)
+        return {"semantic": settings["semantic_weight"] * semantic_loss(semantic, target, self.ignore_index,
+                                                                        settings["hard_pixel_share"]),
+                "center": settings["center_weight"] * F.mse_loss(center.float(), heat),
+                "offset": settings["offset_weight"] * offset_l1}
+
+
+class FPNCriterion(Criterion):
+    """Mask R-CNN's loss terms plus the weighted semantic CE of the FPN head."""
+
+    def __init__(self, settings: dict[str, Any], ignore_index: int) -> None:
+        super().__init__()
+        self.settings, self.ignore_index = settings, ignore_index
+
+    def forward(self, model: nn.Module, images: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        losses, logits = model(list(images), detection_targets(batch, images.device))
+        target = batch["semantic"].to(images.device).long()
+        losses["loss_semantic"] = self.settings["semantic_weight"] * semantic_loss(
+            logits, target, self.ignore_index, self.settings["hard_pixel_share"])
+        return losses
+
+
+class Family:
+    """What differs between the panoptic models: building, loss, outputs and post-processing."""
+
+    postprocess_name: str
+    output_names: tuple[str, ...]
+
+    def build(self, config: dict[str, Any]) -> nn.Module:
+        raise NotImplementedError
+
+    def criterion(self, settings: dict[str, Any], ignore_index: int) -> Criterion:
+        raise NotImplementedError
+
+    def raw_outputs(self, model: nn.Module, images: torch.Tensor) -> list[RawOutputs]:
+        raise NotImplementedError
+
+    def onnx_module(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        raise NotImplementedError
+
+    def postprocess(self, outputs: RawOutputs, is_thing: torch.Tensor, settings: dict[str, Any]) -> PanopticMap:
+        raise NotImplementedError
+
+
+class DeepLabFamily(Family):
+    postprocess_name = "panoptic_deeplab"
+    output_names = PanopticDeepLab.OUTPUTS
+
+    def build(self, config: dict[str, Any]) -> nn.Module:
+        unet = config["unet"]
+        return PanopticDeepLab(config["num_classes"], config["panoptic"]["head_channels"], unet["depth"],
+                               unet["base_width"], unet["residual"])
+
+    def criterion(self, settings: dict[str, Any], ignore_index: int) -> Criterion:
+        return DeepLabCriterion(settings, ignore_index)
+
+    def raw_outputs(self, model: nn.Module, images: torch.Tensor) -> list[RawOutputs]:
+        outputs = model(images)
+        return [[output[i:i + 1] for output in outputs] for i in range(len(images))]
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {name: SPATIAL_AXES for name in (INPUT, *self.output_names)}
+
+    def postprocess(self, outputs: RawOutputs, is_thing: torch.Tensor, settings: dict[str, Any]) -> PanopticMap:
+        semantic, center, offset = (output[0] for output in outputs)
+        return deeplab_panoptic(semantic, center, offset, is_thing, settings)
+
+
+class FPNFamily(Family):
+    postprocess_name = "panoptic_fpn"
+    output_names = ExportablePanopticFPN.OUTPUTS
+
+    def build(self, config: dict[str, Any]) -> nn.Module:
+        detector = build_mask_rcnn("maskrcnn_resnet18_fpn", len(config["class_ids"]) + 1, config["mask_rcnn"])
+        return PanopticFPN(detector, config["class_ids"], config["num_classes"], config["panoptic"]["head_channels"])
+
+    def criterion(self, settings: dict[str, Any], ignore_index: int) -> Criterion:
+        return FPNCriterion(settings, ignore_index)
+
+    def raw_outputs(self, model: nn.Module, images: torch.Tensor) -> list[RawOutputs]:
+        return [[*(found[name] for name in self.output_names[:-1]), found["semantic"].unsqueeze(0)]
+                for found in model(list(images))]
+
+    def onnx_module(self, model: nn.Module) -> nn.Module:
+        return ExportablePanopticFPN(model).eval()
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {INPUT: {2: "height", 3: "width"}, "masks": {0: "detections", 2: "height", 3: "width"},
+                **{name: {0: "detections"} for name in ("boxes", "labels", "scores")},
+                "semantic": {2: "height", 3: "width"}}
+
+    def postprocess(self, outputs: RawOutputs, is_thing: torch.Tensor, settings: dict[str, Any]) -> PanopticMap:
+        boxes, labels, scores, masks, semantic = outputs
+        return fpn_panoptic(boxes, labels, scores, masks, semantic[0], is_thing, settings)
+
+
+FAMILIES: dict[str, Family] = {"panoptic_deeplab_unet": DeepLabFamily(), "panoptic_fpn_resnet18": FPNFamily()}
+BY_POSTPROCESS = {family.postprocess_name: family for family in FAMILIES.values()}
+
+
+def truth_map(semantic: torch.Tensor, target: dict[str, torch.Tensor], is_thing: torch.Tensor,
+              ignore_index: int) -> tuple[PanopticMap, set[int]]:
+    """The ground truth as a panoptic map, and its crowd instances: ignore pixels, and pixels of an object class
+    that belong to no instance, are VOID."""
+    category = semantic.long().clone()
+    category[semantic == ignore_index] = -1
+    instance = torch.zeros_like(category)
+    for number, (mask, label) in enumerate(zip(target["masks"].bool(), target["labels"], strict=True), 1):
+        instance[mask], category[mask] = number, label
+    thing = (category >= 0) & is_thing[category.clamp(min=0)]
+    category[thing & (instance == 0)] = -1
+    crowd = {number for number, flag in enumerate(target["iscrowd"].tolist(), 1) if flag}
+    return PanopticMap(category, instance), crowd
+
+
+def segments(panoptic: PanopticMap, num_classes: int, crowd: set[int] | frozenset = frozenset()
+             ) -> tuple[np.ndarray, list[Segment]]:
+    """The segment-id map (stuff class c -> c + 1, instance k -> C + k, VOID 0) and its segments with areas."""
+    category, instance = panoptic.category.numpy(), panoptic.instance.numpy()
+    ids = np.where(instance > 0, num_classes + instance, category + 1).astype(np.int64)
+    present, first, areas = np.unique(ids.ravel(), return_index=True, return_counts=True)
+    found = [Segment(int(i), int(category.ravel()[f]), int(i) - num_classes in crowd if i > num_classes else False,
+                     int(a)) for i, f, a in zip(present, first, areas, strict=True) if i]
+    return ids, found
+
+
+def panoptic_categories(categories: Categories) -> list[PanopticCategory]:
+    return [PanopticCategory(c.id, c.isthing, c.name) for c in categories.items]
+
+
+def coco_categories(categories: Categories) -> list[dict[str, Any]]:
+    return [{"id": c.id, "name": c.name, "isthing": int(c.isthing), "color": list(c.color)} for c in categories.items]
+
+
+class PanopticEvaluator(Evaluator):
+    """PQ / SQ / RQ (official rules) and the semantic mIoU of the panoptic maps (VOID counts as a miss)."""
+
+    def __init__(self, categories: Categories, config: dict[str, Any]) -> None:
+        self.categories, self.family, self.settings = categories, FAMILIES[config["name"]], config["panoptic"]
+        self.is_thing = torch.tensor([c.isthing for c in categories.items])
+        self.stat = PQStat(categories.ids)
+        self.matrix = ConfusionMatrix(categories.num_classes + 1, categories.ignore_index)
+        self.result: PQResult | None = None
+
+    def process(self, batch: dict[str, Any], outputs: list[RawOutputs]) -> None:
+        for semantic, target, raw in zip(batch["semantic"], batch["targets"], outputs, strict=True):
+            self.add(semantic, target, self.predict(raw))
+
+    def predict(self, raw: RawOutputs) -> PanopticMap:
+        """The panoptic map of one image's model outputs."""
+        return self.family.postprocess([output.float().cpu() for output in raw], self.is_thing, self.settings)
+
+    def add(self, semantic: torch.Tensor, target: dict[str, torch.Tensor], predicted: PanopticMap
+            ) -> tuple[PanopticMap, tuple, tuple]:
+        """Score one image; returns the ground truth map and both (id map, segments)."""
+        truth, crowd = truth_map(semantic, target, self.is_thing, self.categories.ignore_index)
+        num_classes = self.categories.num_classes
+        gt, pred = segments(truth, num_classes, crowd), segments(predicted, num_classes)
+        image_stat(*gt, *pred, self.stat)
+        self.matrix.update(torch.where(predicted.category >= 0, predicted.category, num_classes), semantic)
+        return truth, gt, pred
+
+    def reduce(self) -> None:
+        self.matrix.reduce()
+        summed = reduce_sum(torch.from_numpy(self.stat.as_array()))
+        self.stat = PQStat.from_array(self.stat.category_ids, summed.numpy())
+
+    def compute(self) -> dict[str, float]:
+        self.result = pq_result(self.stat, panoptic_categories(self.categories))
+        per = self.matrix.per_class()
+        num_classes = self.categories.num_classes
+        present = per["present"][:num_classes]
+        miou = float(per["iou"][:num_classes][present].mean()) if present.any() else 0.0
+        return {**self.result.metrics(), "miou": miou}
+
+    def per_class(self) -> pd.DataFrame:
+        per, result = self.matrix.per_class(), self.result
+        rows = [{"class": c.name, "isthing": c.isthing, **{k: result.per_class[c.id][k] for k in
+                                                           ("pq", "sq", "rq", "tp", "fp", "fn")},
+                 "iou": float(per["iou"][c.id])} for c in self.categories.items]
+        return pd.DataFrame(rows)
+
+
+class PanopticTask(Task):
+    name = "panoptic"
+    objective = "pq"
+    objective_label = "val PQ"
+    map_name = "panoptic PNGs"
+    output_names = DeepLabFamily.output_names  # Panoptic FPN's: see onnx_names
+    with_instances = True
+
+    def model_config(self, params: Params, categories: Categories) -> dict[str, Any]:
+        return {"task": self.name, "name": params.model.name, "num_classes": categories.num_classes,
+                "class_ids": [c.id for c in categories.items if c.isthing],
+                "unet": params.model.unet.model_dump(), "mask_rcnn": params.model.mask_rcnn.model_dump(mode="json"),
+                "panoptic": params.model.panoptic.model_dump()}
+
+    def build_model(self, config: dict[str, Any], weights: str | None = None) -> nn.Module:
+        if weights in ("full", "backbone"):
+            raise SegpipeError(f"model.weights: no published weights for {config['name']}; use null or a "
+                               f"checkpoint path")
+        model = FAMILIES[config["name"]].build(config)
+        if weights:
+            load_weights(model, weights)
+        return model
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        return collate_instances(samples)
+
+    def criterion(self, params: Params, categories: Categories, split_dir: Path) -> Criterion:
+        if not any(c.isthing for c in categories.items):
+            raise SegpipeError("task: panoptic needs object classes, and no class has isthing: true; mark the "
+                               "countable classes with isthing: true in the class list")
+        family = FAMILIES[params.model.name]
+        return family.criterion(params.model.panoptic.model_dump(), categories.ignore_index)
+
+    def validation_evaluator(self, categories: Categories, criterion: Criterion, config: dict[str, Any]) -> Evaluator:
+        return PanopticEvaluator(categories, config)
+
+    def forward_eval(self, model: nn.Module, images: torch.Tensor) -> list[RawOutputs]:
+        return FAMILIES[self._name(model)].raw_outputs(model, images)
+
+    @staticmethod
+    def _name(model: nn.Module) -> str:
+        return "panoptic_fpn_resnet18" if isinstance(model, PanopticFPN) else "panoptic_deeplab_unet"
+
+    @torch.no_grad()
+    def evaluate(self, trained: TrainedModel, manifest: pd.DataFrame, params: Params, device: torch.device,
+                 workers: int) -> Evaluation:
+        """PQ over the test images; the ground truth and the predictions also go to reports/evaluation/panoptic/
+        in COCO panoptic format, so other tools can score them."""
+        evaluator = PanopticEvaluator(trained.categories, trained.saved["config"])
+        to_input = trained.input_transform()
+        dataset = DecodingSegmentation(manifest, instances=True)
+        loader = DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=collate_instances)
+        shown, files = [], {"gt": [], "pred": []}
+        for sample_id, batch in zip(manifest.sample_id, track(loader, len(manifest), "evaluate"), strict=True):
+            raw = self.forward_eval(trained.model, to_input(batch["image"].to(device)))[0]
+            predicted = evaluator.predict(raw)
+            truth, gt, pred = evaluator.add(batch["semantic"][0], batch["targets"][0], predicted)
+            files["gt"].append((sample_id, *gt))
+            files["pred"].append((sample_id, *pred))
+            if len(shown) < params.evaluate.overlays:
+                shown.append((batch["image"][0], (truth.category, truth.instance),
+                              (predicted.category, predicted.instance)))
+        metrics = {**evaluator.compute(), "images": len(manifest)}
+        categories = trained.categories
+        figures = {f"panoptic/{part}.json": _coco_writer(items, categories) for part, items in files.items()}
+        if shown:
+            figures["predictions.png"] = lambda path: panoptic_grid(shown, categories, path)
+        summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("pq", "sq", "rq", "pq_things", "pq_stuff", "miou"))
+        return Evaluation(metrics, evaluator.per_class(), figures, f": {summary}")
+
+    def export(self, trained: TrainedModel, samples: list[dict[str, Any]], inputs: list[torch.Tensor], path: Path,
+               params: Params) -> ExportCheck:
+        """Export the model's raw outputs; run the shared post-processing on PyTorch's and onnxruntime's outputs
+        for the test images and a blank one, and compare the panoptic maps pixel by pixel and their PQ."""
+        config = trained.saved["config"]
+        family = FAMILIES[config["name"]]
+        checked = [*inputs, torch.zeros_like(inputs[0])]
+        torch_runs = [self.onnx_outputs(trained.model, x) for x in checked]
+        example = inputs[int(np.argmax([int(run[0].shape[0]) if family is FAMILIES["panoptic_fpn_resnet18"] else 0
+                                        for run in torch_runs[:len(inputs)]]))]
+        module = self.onnx_module(trained.model)
+        export_onnx(module, path, example, params.export.opset, family.output_names, family.dynamic_axes())
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        onnx_runs = [[torch.from_numpy(a) for a in session.run(None, {INPUT: x.numpy()})] for x in checked]
+        scores = {}
+        agree = total = 0
+        for engine, runs in (("torch", torch_runs), ("onnx", onnx_runs)):
+            evaluator = PanopticEvaluator(trained.categories, config)
+            maps = [evaluator.predict(run) for run in runs]
+            for sample, predicted in zip(samples, maps, strict=False):
+                evaluator.add(sample["semantic"].as_subclass(torch.Tensor),
+                              collate_instances([sample])["targets"][0], predicted)
+            scores[engine] = (evaluator.compute()["pq"], maps)
+        for expected, got in zip(scores["torch"][1], scores["onnx"][1], strict=True):
+            agree += int(((expected.category == got.category) & (expected.instance == got.instance)).sum())
+            total += expected.category.numel()
+        agreement, torch_pq, onnx_pq = agree / total, scores["torch"][0], scores["onnx"][0]
+        report: dict[str, Any] = {"parity_images": len(checked), "panoptic_pixel_agreement": agreement,
+                                  "parity_pq_torch": torch_pq, "parity_pq_onnx": onnx_pq,
+                                  "min_agreement": params.export.min_agreement}
+        failure = ""
+        if agreement < params.export.min_agreement:
+            failure = (f"the ONNX model's panoptic maps agree with PyTorch's on {agreement:.5f} of the pixels, below "
+                       f"export.min_agreement {params.export.min_agreement}")
+        elif abs(torch_pq - onnx_pq) > MAX_PQ_GAP:
+            failure = f"the ONNX model's PQ is {onnx_pq:.4f}, PyTorch's {torch_pq:.4f}: more than {MAX_PQ_GAP} apart"
+        report.update(latency(module, session, example, params.export.latency_runs))
+        summary = f"panoptic pixel agreement {agreement:.5f}, PQ {onnx_pq:.4f} vs PyTorch {torch_pq:.4f}"
+        return ExportCheck(report, failure, summary)
+
+    def onnx_names(self, config: dict[str, Any]) -> tuple[str, ...]:
+        return FAMILIES[config["name"]].output_names
+
+    def onnx_module(self, model: nn.Module) -> nn.Module:
+        return FAMILIES[self._name(model)].onnx_module(model)
+
+    def output_contract(self, config: dict[str, Any]) -> dict[str, Any]:
+        family = FAMILIES[config["name"]]
+        meaning = {"semantic": "float32 [1, C, H, W]: class logits", "center": "float32 [1, 1, H, W]: centre heatmap",
+                   "offset": "float32 [1, 2, H, W]: (dy, dx) from each pixel to its instance centre",
+                   "boxes": "float32 [N, 4]: x1, y1, x2, y2", "labels": "int64 [N]: class ids",
+                   "scores": "float32 [N]", "masks": "float32 [N, 1, H, W]: mask probabilities"}
+        return {"names": list(family.output_names), "batch": 1,
+                **{name: meaning[name] for name in family.output_names},
+                "postprocess": family.postprocess_name,
+                "settings": {**config["panoptic"], "mask_threshold": config["mask_rcnn"]["mask_threshold"]},
+                "meaning": "apply segpipe.panoptic_postprocess (the named recipe with these settings) to get a "
+                           "panoptic map; segment ids: stuff class c -> c + 1, instance k -> C + k, 0 = VOID"}
+
+    def render(self, outputs: list[torch.Tensor], pixels: np.ndarray, categories: Categories,
+               output: dict[str, Any]) -> Rendered:
+        """The COCO panoptic PNG (RGB-encoded segment ids), an overlay, and the image's segments_info."""
+        is_thing = torch.tensor([c.isthing for c in categories.items])
+        family = BY_POSTPROCESS[output["postprocess"]]
+        predicted = family.postprocess([t.float() for t in outputs], is_thing, output["settings"])
+        ids, found = segments(predicted, categories.num_classes)
+        picture = panoptic_overlay(torch.from_numpy(pixels).permute(2, 0, 1), predicted.category, predicted.instance,
+                                   categories)
+        return Rendered(id_to_rgb(ids), picture.permute(1, 2, 0).numpy(),
+                        [{"segments_info": segments_info(ids, found)}])
+
+    def prediction_file(self, entries: list[dict[str, Any]], categories: Categories) -> Any:
+        images = [{"id": i, "file_name": e["file_name"]} for i, e in enumerate(entries, 1)]
+        annotations = [{"image_id": i, "file_name": f"{Path(e['file_name']).stem}.png",
+                        "segments_info": e["segments_info"]} for i, e in enumerate(entries, 1)]
+        return document(annotations, images, coco_categories(categories))
+
+
+def _coco_writer(items: list[tuple[str, np.ndarray, list[Segment]]], categories: Categories):
+    """Draws ``<folder>/<part>.json`` and the PNGs in ``<folder>/<part>/``: a COCO panoptic set."""
+
+    def write(path: Path) -> None:
+        folder = path.with_suffix("")
+        folder.mkdir(parents=True, exist_ok=True)
+        annotations, images = [], []
+        for image_id, (sample_id, ids, found) in enumerate(items, 1):
+            Image.fromarray(id_to_rgb(ids)).save(folder / f"{sample_id}.png")
+            images.append({"id": image_id, "file_name": f"{sample_id}.png", "height": ids.shape[0],
+                           "width": ids.shape[1]})
+            annotations.append({"image_id": image_id, "file_name": f"{sample_id}.png",
+                                "segments_info": segments_info(ids, found)})
+        write_json(path, document(annotations, images, coco_categories(categories)))
+
+    return write
