@@ -102,6 +102,23 @@ class CocoParams(Section):
     splits: dict[SplitName, CocoSplit] | None = Field(None, description="one JSON + image folder per split")
 
 
+class CocoPanopticSplit(Section):
+    annotations: str
+    masks: str
+    images: str
+
+
+class CocoPanopticParams(Section):
+    annotations: str = Field("annotations/panoptic.json", description="COCO panoptic JSON, relative to source")
+    masks: str = Field("annotations/panoptic", description="folder of the segment-id PNGs the JSON names")
+    images: str = Field("images", description="folder of the images (same stem as their PNG)")
+    splits: dict[SplitName, CocoPanopticSplit] | None = Field(None, description="one JSON + folders per split")
+
+
+class CityscapesParams(Section):
+    splits: list[SplitName] = Field(["train", "val", "test"], description="leftImg8bit/gtFine folders to read")
+
+
 class YoloSplit(Section):
     images: str
     labels: str | None = None
@@ -120,13 +137,15 @@ class VocParams(Section):
 
 
 class IngestParams(Section):
-    format: Literal["synthetic", "mask_folder", "coco", "yolo_seg", "voc"] = "synthetic"
+    format: Literal["synthetic", "mask_folder", "coco", "coco_panoptic", "cityscapes", "yolo_seg", "voc"] = "synthetic"
     source: str | None = Field(None, description="directory, .zip/.tar.* archive or http(s) URL")
     sha256: str | None = None
     download: bool = False
     synthetic: SyntheticParams = SyntheticParams()
     mask_folder: MaskFolderParams = MaskFolderParams()
     coco: CocoParams = CocoParams()
+    coco_panoptic: CocoPanopticParams = CocoPanopticParams()
+    cityscapes: CityscapesParams = CityscapesParams()
     yolo_seg: YoloSegParams = YoloSegParams()
     voc: VocParams = VocParams()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from segpipe.config import Params
-from segpipe.data import coco, mask_folder, synthetic, voc, yolo_seg
+from segpipe.data import cityscapes, coco, coco_panoptic, mask_folder, synthetic, voc, yolo_seg
 from segpipe.data.canonical import (
     CATEGORIES_FILE,
     IMAGES_DIR,
@@ -46,6 +46,8 @@ def ingest(params: Params, out_dir: str | Path) -> pd.DataFrame:
         categories, samples = synthetic.plan(cfg.synthetic, params.base.seed)
         return _write(categories, samples, out_dir, params.base.workers)
     readers = {"mask_folder": (mask_folder.plan, cfg.mask_folder), "coco": (coco.plan, cfg.coco),
+               "coco_panoptic": (coco_panoptic.plan, cfg.coco_panoptic),
+               "cityscapes": (cityscapes.plan, cfg.cityscapes),
                "yolo_seg": (yolo_seg.plan, cfg.yolo_seg), "voc": (voc.plan, cfg.voc)}
     plan, options = readers[cfg.format]
     with local_source(cfg.source, cfg.sha256, cfg.download) as root:
