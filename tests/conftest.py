@@ -106,6 +106,15 @@ def tiny_instance_params(**sections) -> Params:
     return tiny_train_params(**{**data, **sections})
 
 
+def tiny_panoptic_params(name: str = "panoptic_deeplab_unet", **sections) -> Params:
+    """A two-epoch panoptic model (Panoptic-DeepLab on a small U-Net, or a 32-channel Panoptic FPN) on 32
+    synthetic 64x64 scenes."""
+    model = {"name": name, "unet": {"depth": 3, "base_width": 8}, "panoptic": {"head_channels": 16},
+             "mask_rcnn": {"min_size": 64, "max_size": 64, "anchor_sizes": [8, 16, 32, 64, 128], "fpn_channels": 32}}
+    data = {"task": "panoptic", "model": model, "tracking": {"registered_model": "segpipe-panoptic"}}
+    return tiny_instance_params(**{**data, **sections})
+
+
 def train_killed_after(project: Path, epoch: int, env: dict[str, str]) -> None:
     """Start the train stage in ``project`` and ``kill -9`` it once its checkpoint holds ``epoch`` epochs."""
     import signal

@@ -221,6 +221,11 @@ def segments(panoptic: PanopticMap, num_classes: int, crowd: set[int] | frozense
     return ids, found
 
 
+def postprocess_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The thresholds the post-processing of a model of ``config`` reads."""
+    return {**config["panoptic"], "mask_threshold": config["mask_rcnn"]["mask_threshold"]}
+
+
 def panoptic_categories(categories: Categories) -> list[PanopticCategory]:
     return [PanopticCategory(c.id, c.isthing, c.name) for c in categories.items]
 
@@ -233,7 +238,8 @@ class PanopticEvaluator(Evaluator):
     """PQ / SQ / RQ (official rules) and the semantic mIoU of the panoptic maps (VOID counts as a miss)."""
 
     def __init__(self, categories: Categories, config: dict[str, Any]) -> None:
-        self.categories, self.family, self.settings = categories, FAMILIES[config["name"]], config["panoptic"]
+        self.categories, self.family = categories, FAMILIES[config["name"]]
+        self.settings = postprocess_settings(config)
         self.is_thing = torch.tensor([c.isthing for c in categories.items])
         self.stat = PQStat(categories.ids)
         self.matrix = ConfusionMatrix(categories.num_classes + 1, categories.ignore_index)
@@ -403,7 +409,7 @@ class PanopticTask(Task):
         return {"names": list(family.output_names), "batch": 1,
                 **{name: meaning[name] for name in family.output_names},
                 "postprocess": family.postprocess_name,
-                "settings": {**config["panoptic"], "mask_threshold": config["mask_rcnn"]["mask_threshold"]},
+                "settings": postprocess_settings(config),
                 "meaning": "apply segpipe.panoptic_postprocess (the named recipe with these settings) to get a "
                            "panoptic map; segment ids: stuff class c -> c + 1, instance k -> C + k, 0 = VOID"}
 

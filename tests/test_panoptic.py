@@ -1,0 +1,155 @@
+"""Panoptic segmentation end to end on the synthetic scenes: Panoptic-DeepLab and Panoptic FPN from scratch, PQ by
+the official rules, COCO panoptic files, ONNX parity on the panoptic maps, predict, MLflow."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from segpipe import checkpoint
+from segpipe.coco_panoptic import evaluate_folders, read_ids
+from segpipe.config import parse_params
+from segpipe.errors import SegpipeError
+from tests.conftest import ALL_STAGES, REPO, staged_project, tiny_panoptic_params
+
+pytestmark = pytest.mark.slow
+MODELS = ("panoptic_deeplab_unet", "panoptic_fpn_resnet18")
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def pipeline(request, tmp_path_factory) -> Path:
+    return staged_project(tmp_path_factory.mktemp(request.param), tiny_panoptic_params(request.param), ALL_STAGES)
+
+
+def test_training_logs_each_loss_term_and_keeps_the_best_pq(pipeline):
+    history = pd.read_csv(pipeline / "reports/train_history.csv")
+    saved = checkpoint.load(pipeline / "models/model.pt")
+    terms = {"panoptic_deeplab_unet": ("train_semantic", "train_center", "train_offset"),
+             "panoptic_fpn_resnet18": ("train_loss_semantic", "train_loss_mask", "train_loss_classifier")}
+    for column in (*terms[saved["config"]["name"]], "val_pq", "val_sq", "val_rq", "val_pq_things", "val_miou"):
+        assert column in history
+    assert saved["config"]["task"] == "panoptic" and saved["config"]["class_ids"] == [3, 4, 5]
+    assert saved["val_pq"] == history.val_pq.max()
+
+
+def test_evaluate_writes_pq_per_class_and_coco_panoptic_files_that_score_the_same(pipeline):
+    metrics = json.loads((pipeline / "reports/metrics.json").read_text())["test"]
+    for key in ("pq", "sq", "rq", "pq_things", "sq_things", "rq_things", "pq_stuff", "sq_stuff", "rq_stuff", "miou"):
+        assert 0 <= metrics[key] <= 1
+    per_class = pd.read_csv(pipeline / "reports/per_class.csv")
+    assert per_class["class"].tolist() == ["sky", "grass", "road", "disc", "box", "triangle"]
+    assert {"pq", "sq", "rq", "tp", "fp", "fn", "iou", "isthing"} <= set(per_class)
+    folder = pipeline / "reports/evaluation/panoptic"
+    score = evaluate_folders(folder / "gt.json", folder / "pred.json", folder / "gt", folder / "pred")
+    assert score.images == metrics["images"]
+    assert score.result.summary["All"]["pq"] == pytest.approx(metrics["pq"], abs=1e-12)
+    assert score.result.summary["Stuff"]["pq"] == pytest.approx(metrics["pq_stuff"], abs=1e-12)
+    assert Image.open(pipeline / "reports/evaluation/predictions.png").size[0] > 200
+
+
+def test_export_matches_pytorch_on_the_panoptic_maps(pipeline):
+    report = json.loads((pipeline / "reports/export.json").read_text())
+    assert report["parity_images"] == 4  # three test images and a blank one
+    assert report["panoptic_pixel_agreement"] >= 0.999
+    assert abs(report["parity_pq_onnx"] - report["parity_pq_torch"]) <= 0.001
+    contract = json.loads((pipeline / "export/model.json").read_text())
+    assert contract["task"] == "panoptic"
+    assert contract["output"]["postprocess"] in ("panoptic_deeplab", "panoptic_fpn")
+    assert "stuff_area" in contract["output"]["settings"]
+
+
+@pytest.mark.parametrize("model", ["export/model.onnx", "models/model.pt"])
+def test_predict_writes_coco_panoptic_pngs_json_and_overlays(pipeline, tmp_path, model):
+    images = sorted((pipeline / "data/raw/images").glob("*.png"))[:2]
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "segpipe.cli", "predict", *map(str, images), "--model",
+                           str(pipeline / model), "--out", str(out)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert "wrote 2 panoptic PNGs" in done.stdout
+    document = json.loads((out / "predictions.json").read_text())
+    assert [c["id"] for c in document["categories"]] == list(range(6))
+    assert [a["file_name"] for a in document["annotations"]] == [f"{p.stem}.png" for p in images]
+    for annotation in document["annotations"]:
+        ids = read_ids(out / annotation["file_name"])
+        listed = {s["id"]: s for s in annotation["segments_info"]}
+        assert set(np.unique(ids)) - {0} == set(listed)
+        for segment_id, segment in listed.items():
+            assert segment["area"] == int((ids == segment_id).sum())
+    assert np.asarray(Image.open(out / f"{images[0].stem}_overlay.png")).shape == (64, 64, 3)
+
+
+def test_mlflow_holds_the_pq_metrics_and_the_onnx_model(pipeline):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{pipeline / 'mlflow.db'}")
+    run_id = json.loads((pipeline / "models/mlflow_run.json").read_text())["mlflow_run_id"]
+    run = client.get_run(run_id)
+    assert [m.step for m in client.get_metric_history(run_id, "val_pq")] == [1, 2]
+    for key in ("test_pq", "test_sq", "test_rq", "test_pq_things", "test_pq_stuff", "test_miou",
+                "export_panoptic_pixel_agreement"):
+        assert key in run.data.metrics
+    logged = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    assert "onnx_model" in {m.name for m in logged}
+    assert client.search_model_versions("name='segpipe-panoptic'")
+
+
+def test_panoptic_models_need_task_panoptic_and_object_classes(workdir):
+    with pytest.raises(SegpipeError, match="does not do task 'panoptic'"):
+        parse_params({"task": "panoptic", "model": {"name": "unet"}})
+    with pytest.raises(SegpipeError, match="nms_kernel: must be odd"):
+        parse_params({"task": "panoptic", "model": {"name": "panoptic_deeplab_unet", "panoptic": {"nms_kernel": 4}}})
+    from segpipe.data.canonical import Categories, Category
+    from segpipe.tasks import get_task
+
+    stuff_only = Categories((Category(0, "sky", (0, 0, 0), False), Category(1, "road", (1, 1, 1), False)), 255)
+    with pytest.raises(SegpipeError, match="needs object classes"):
+        get_task("panoptic").criterion(tiny_panoptic_params(), stuff_only, workdir)
+
+
+def _scene_batch(size: int = 64):
+    """One synthetic scene as a batch of one (uint8 image, semantic map, objects)."""
+    from segpipe.data.dataset import make_sample
+    from segpipe.data.instances import table_from_maps
+    from segpipe.data.synthetic import generate_scene
+    from segpipe.tasks.instance import collate_instances
+
+    scene = generate_scene(3, 7, (size, size), 4)
+    sample = make_sample(scene.image, scene.semantic, scene.instance, table_from_maps(scene.semantic, scene.instance))
+    return collate_instances([sample])
+
+
+@pytest.mark.parametrize("name, steps, goal", [("panoptic_deeplab_unet", 150, 0.9),
+                                               ("panoptic_fpn_resnet18", 150, 0.8)])
+def test_each_model_overfits_one_scene(name, steps, goal):
+    """Trained on one scene, the model's panoptic output on that scene scores a high PQ (things included)."""
+    from segpipe.data.synthetic import CATEGORIES
+    from segpipe.tasks import get_task
+    from segpipe.tasks.panoptic import PanopticEvaluator
+
+    task, params = get_task("panoptic"), tiny_panoptic_params(name)
+    config = task.model_config(params, CATEGORIES)
+    torch.manual_seed(0)
+    model = task.build_model(config)
+    criterion = task.criterion(params, CATEGORIES, Path("."))
+    batch = _scene_batch()
+    images = (batch["image"].float() / 255 - 0.45) / 0.25
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.003 if "deeplab" in name else 0.001)
+    model.train()
+    for _ in range(steps):
+        loss = sum(criterion(model, images, batch).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    evaluator = PanopticEvaluator(CATEGORIES, config)
+    with torch.no_grad():
+        evaluator.process(batch, task.forward_eval(model.eval(), images))
+    metrics = evaluator.compute()
+    assert metrics["pq"] >= goal and metrics["pq_things"] >= goal - 0.1, metrics
