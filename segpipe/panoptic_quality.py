@@ -11,8 +11,9 @@ rules, as panopticapi applies them:
 - ground-truth areas come from the segment list, predicted areas from the map;
 - categories without any TP, FP or FN are left out of the means; SQ of a category without TP is 0.
 
-Everything per image comes from one ``bincount`` over the pair of (densely renumbered) id maps, so the cost is a
-few passes over the pixels, whatever the number of segments.
+Everything per image comes from one ``bincount`` over the pair of id maps, each renumbered densely by its segment
+list (a binary search per pixel among the listed ids), so the cost is a few passes over the pixels, whatever the
+number of segments.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import numpy as np
 VOID = 0
 MATCH_IOU = 0.5
 IGNORED_SHARE = 0.5
-_LOOKUP_LIMIT = 1 << 22  # id maps with larger ids are renumbered by sorting instead of a lookup table
 
 
 class PanopticError(ValueError):
@@ -89,24 +89,14 @@ class PQStat:
             raise PanopticError(f"{where}: category id {exc.args[0]} is not in the category list") from None
 
 
-def _dense(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct ids of a map (sorted) and the map renumbered as positions in them."""
+def _dense(ids: np.ndarray, listed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted distinct ids of ``listed`` plus VOID, and each pixel's position among them (pixels of any other id
+    get the position after the last)."""
+    keys = np.unique(np.append(listed, VOID))
     flat = ids.ravel()
-    if flat.size and 0 <= int(flat.min()) and int(flat.max()) < _LOOKUP_LIMIT:
-        present = np.flatnonzero(np.bincount(flat))
-        lookup = np.zeros(int(present[-1]) + 1, np.int64)
-        lookup[present] = np.arange(len(present))
-        return present, lookup[flat]
-    present, inverse = np.unique(flat, return_inverse=True)
-    return present, inverse.ravel()
-
-
-def _positions(present: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Where each of ``ids`` sits in ``present`` (-1 when absent)."""
-    where = np.searchsorted(present, ids)
-    where = np.minimum(where, max(len(present) - 1, 0))
-    found = (present[where] == ids) if len(present) else np.zeros(len(ids), bool)
-    return np.where(found, where, -1)
+    positions = np.searchsorted(keys, flat)
+    positions[keys[np.minimum(positions, len(keys) - 1)] != flat] = len(keys)
+    return keys, positions
 
 
 def image_stat(gt_ids: np.ndarray, gt_segments: Sequence[Segment], pred_ids: np.ndarray,
@@ -115,35 +105,32 @@ def image_stat(gt_ids: np.ndarray, gt_segments: Sequence[Segment], pred_ids: np.
     if gt_ids.shape != pred_ids.shape:
         raise PanopticError(f"{where}: the prediction is {pred_ids.shape[1]}x{pred_ids.shape[0]}, the ground truth "
                             f"{gt_ids.shape[1]}x{gt_ids.shape[0]} (width x height)")
-    gt_present, gt_dense = _dense(gt_ids.astype(np.int64))
-    pred_present, pred_dense = _dense(pred_ids.astype(np.int64))
-    pairs = np.bincount(gt_dense * len(pred_present) + pred_dense, minlength=len(gt_present) * len(pred_present))
-    pairs = pairs.reshape(len(gt_present), len(pred_present))
-
-    pred_listed = np.array([s.id for s in pred_segments], np.int64)
-    unlisted = np.setdiff1d(pred_present, np.append(pred_listed, VOID))
-    if len(unlisted):
-        raise PanopticError(f"{where}: segment id {int(unlisted[0])} is in the prediction's PNG but not in its "
-                            f"segments_info")
-    pred_col = _positions(pred_present, pred_listed)
-    if (pred_col < 0).any():
-        raise PanopticError(f"{where}: segment id {int(pred_listed[pred_col < 0][0])} is in the prediction's "
-                            f"segments_info but has no pixels in its PNG")
     gt_listed = np.array([s.id for s in gt_segments], np.int64)
-    gt_row = _positions(gt_present, gt_listed)
+    pred_listed = np.array([s.id for s in pred_segments], np.int64)
+    gt_keys, gt_dense = _dense(gt_ids, gt_listed)
+    pred_keys, pred_dense = _dense(pred_ids, pred_listed)
+    unlisted = pred_dense == len(pred_keys)
+    if unlisted.any():
+        raise PanopticError(f"{where}: segment id {int(pred_ids.ravel()[unlisted.argmax()])} is in the prediction's "
+                            f"PNG but not in its segments_info")
+    columns = len(pred_keys) + 1
+    pairs = np.bincount(gt_dense * columns + pred_dense, minlength=(len(gt_keys) + 1) * columns)
+    pairs = pairs.reshape(len(gt_keys) + 1, columns)
+
+    pred_col = np.searchsorted(pred_keys, pred_listed)
+    pred_area = pairs.sum(0)[pred_col]
+    if (pred_area == 0).any():
+        raise PanopticError(f"{where}: segment id {int(pred_listed[pred_area == 0][0])} is in the prediction's "
+                            f"segments_info but has no pixels in its PNG")
+    gt_row = np.searchsorted(gt_keys, gt_listed)
     gt_cat = stat.categories_of((s.category for s in gt_segments), f"{where} (ground truth)")
     pred_cat = stat.categories_of((s.category for s in pred_segments), f"{where} (prediction)")
     gt_crowd = np.array([s.iscrowd for s in gt_segments], bool)
     counted = pairs.sum(1)
-    gt_area = np.array([s.area if s.area is not None else (counted[r] if r >= 0 else 0)
-                        for s, r in zip(gt_segments, gt_row, strict=True)], np.int64)
-    pred_area = pairs.sum(0)[pred_col]
-
-    inter = np.zeros((len(gt_segments), len(pred_segments)), np.int64)
-    rows = gt_row >= 0
-    inter[rows] = pairs[gt_row[rows]][:, pred_col]
-    void_row = _positions(gt_present, np.array([VOID]))[0]
-    on_void = pairs[void_row, pred_col] if void_row >= 0 else np.zeros(len(pred_segments), np.int64)
+    gt_area = np.array([s.area if s.area is not None else counted[r] for s, r in zip(gt_segments, gt_row, strict=True)],
+                       np.int64)
+    inter = pairs[gt_row][:, pred_col]
+    on_void = pairs[np.searchsorted(gt_keys, VOID), pred_col]
 
     union = gt_area[:, None] + pred_area[None, :] - inter - on_void[None, :]
     candidate = (gt_cat[:, None] == pred_cat[None, :]) & ~gt_crowd[:, None] & (inter > 0)

@@ -115,6 +115,16 @@ def tiny_panoptic_params(name: str = "panoptic_deeplab_unet", **sections) -> Par
     return tiny_instance_params(**{**data, **sections})
 
 
+def predict_two_images(project: Path, model: str, out: Path) -> tuple[list[Path], subprocess.CompletedProcess]:
+    """``segpipe predict`` on two of ``project``'s images with the model file ``model`` (relative to it)."""
+    images = sorted((project / "data/raw/images").glob("*.png"))[:2]
+    done = subprocess.run([sys.executable, "-m", "segpipe.cli", "predict", *map(str, images), "--model",
+                           str(project / model), "--out", str(out)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    return images, done
+
+
 def train_killed_after(project: Path, epoch: int, env: dict[str, str]) -> None:
     """Start the train stage in ``project`` and ``kill -9`` it once its checkpoint holds ``epoch`` epochs."""
     import signal

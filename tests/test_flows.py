@@ -134,16 +134,17 @@ def test_trial_search_spaces():
     json.dumps(trials)
 
 
-def test_pipeline_flow_runs_the_instance_task(tmp_path, prefect_engine):
+@pytest.mark.parametrize("task, metrics", [("instance", ("mask_ap", "box_ap50")), ("panoptic", ("pq", "pq_things"))])
+def test_pipeline_flow_runs_the_object_tasks(task, metrics, tmp_path, prefect_engine):
     from flows.pipeline import segmentation_pipeline
-    from tests.conftest import tiny_instance_params
+    from tests.conftest import tiny_instance_params, tiny_panoptic_params
 
-    project = new_project(tmp_path / "instance-flow", tiny_instance_params(train={"epochs": 1, "batch_size": 4,
-                                                                                   "loader_workers": 0}))
+    tiny = {"instance": tiny_instance_params, "panoptic": tiny_panoptic_params}[task]
+    project = new_project(tmp_path / f"{task}-flow", tiny(train={"epochs": 1, "batch_size": 4, "loader_workers": 0}))
     result = segmentation_pipeline(project=str(project))
     assert all(state == "ran" for state in result["stages"].values())
-    assert -1 <= result["metrics"]["mask_ap"] <= 1 and "box_ap50" in result["metrics"] and result["mlflow_run_id"]
-    assert json.loads((project / "export/model.json").read_text())["task"] == "instance"
+    assert all(-1 <= result["metrics"][key] <= 1 for key in metrics) and result["mlflow_run_id"]
+    assert json.loads((project / "export/model.json").read_text())["task"] == task
 
 
 def test_instance_sweep_ranks_trials_by_test_mask_ap(tmp_path, prefect_engine):

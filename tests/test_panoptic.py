@@ -2,9 +2,6 @@
 the official rules, COCO panoptic files, ONNX parity on the panoptic maps, predict, MLflow."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +14,7 @@ from segpipe import checkpoint
 from segpipe.coco_panoptic import evaluate_folders, read_ids
 from segpipe.config import parse_params
 from segpipe.errors import SegpipeError
-from tests.conftest import ALL_STAGES, REPO, staged_project, tiny_panoptic_params
+from tests.conftest import ALL_STAGES, predict_two_images, staged_project, tiny_panoptic_params
 
 pytestmark = pytest.mark.slow
 MODELS = ("panoptic_deeplab_unet", "panoptic_fpn_resnet18")
@@ -67,12 +64,8 @@ def test_export_matches_pytorch_on_the_panoptic_maps(pipeline):
 
 @pytest.mark.parametrize("model", ["export/model.onnx", "models/model.pt"])
 def test_predict_writes_coco_panoptic_pngs_json_and_overlays(pipeline, tmp_path, model):
-    images = sorted((pipeline / "data/raw/images").glob("*.png"))[:2]
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-m", "segpipe.cli", "predict", *map(str, images), "--model",
-                           str(pipeline / model), "--out", str(out)],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert done.returncode == 0, done.stderr
+    images, done = predict_two_images(pipeline, model, out)
     assert "wrote 2 panoptic PNGs" in done.stdout
     document = json.loads((out / "predictions.json").read_text())
     assert [c["id"] for c in document["categories"]] == list(range(6))
@@ -114,14 +107,14 @@ def test_panoptic_models_need_task_panoptic_and_object_classes(workdir):
         get_task("panoptic").criterion(tiny_panoptic_params(), stuff_only, workdir)
 
 
-def _scene_batch(size: int = 64):
+def _scene_batch(size: int = 64, seed: int = 3):
     """One synthetic scene as a batch of one (uint8 image, semantic map, objects)."""
     from segpipe.data.dataset import make_sample
     from segpipe.data.instances import table_from_maps
     from segpipe.data.synthetic import generate_scene
     from segpipe.tasks.instance import collate_instances
 
-    scene = generate_scene(3, 7, (size, size), 4)
+    scene = generate_scene(seed, 7, (size, size), 4)
     sample = make_sample(scene.image, scene.semantic, scene.instance, table_from_maps(scene.semantic, scene.instance))
     return collate_instances([sample])
 
@@ -153,3 +146,80 @@ def test_each_model_overfits_one_scene(name, steps, goal):
         evaluator.process(batch, task.forward_eval(model.eval(), images))
     metrics = evaluator.compute()
     assert metrics["pq"] >= goal and metrics["pq_things"] >= goal - 0.1, metrics
+
+
+def test_panoptic_fpn_onnx_keeps_detections_and_any_image_size(tmp_path):
+    """Traced at one size, the exported Panoptic FPN (resize, crop and upsample of the semantic head included) gives
+    PyTorch's panoptic maps at other sizes and aspect ratios."""
+    import onnxruntime as ort
+
+    from segpipe.onnx_export import INPUT, export_onnx
+    from segpipe.tasks.panoptic_models import FAMILIES, postprocess_settings
+
+    family = FAMILIES["panoptic_fpn_resnet18"]
+    config = tiny_panoptic_params("panoptic_fpn_resnet18").model.model_dump(mode="json")
+    config.update(num_classes=4, class_ids=[2, 3])
+    config["mask_rcnn"].update(max_size=96, score_threshold=0.0)
+    config["panoptic"].update(instance_score_threshold=0.0, stuff_area=4)
+    torch.manual_seed(0)
+    module = family.onnx_module(family.build(config).eval())
+    export_onnx(module, tmp_path / "model.onnx", torch.randn(1, 3, 64, 64), 17, family.output_names,
+                family.dynamic_axes())
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    is_thing, settings = torch.tensor([False, False, True, True]), postprocess_settings(config)
+    for shape in ((64, 64), (48, 80), (70, 50)):
+        image = torch.randn(1, 3, *shape)
+        with torch.no_grad():
+            expected = family.postprocess(list(module(image)), is_thing, settings)
+        got = family.postprocess([torch.from_numpy(a) for a in session.run(None, {INPUT: image.numpy()})], is_thing,
+                                 settings)
+        assert expected.category.shape == shape and int(expected.instance.max()) > 0
+        assert torch.equal(expected.category, got.category) and torch.equal(expected.instance, got.instance)
+
+
+def _evaluate_share(rank: int, world: int, port: int, items: list, config: dict, out: str) -> None:
+    import torch.distributed as dist
+
+    from segpipe.data.synthetic import CATEGORIES
+    from segpipe.tasks.panoptic import PanopticEvaluator
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    evaluator = PanopticEvaluator(CATEGORIES, config)
+    for batch, raw in items[rank::world]:
+        evaluator.process(batch, raw)
+    evaluator.reduce()
+    if rank == 0:
+        torch.save(evaluator.compute(), out)
+    dist.destroy_process_group()
+
+
+def test_pq_reduced_over_two_processes_equals_one_process(tmp_path):
+    """Each gloo process scores half of the images; after the reduce both report the PQ over all of them."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from segpipe.data.synthetic import CATEGORIES
+    from segpipe.tasks import get_task
+    from segpipe.tasks.panoptic import PanopticEvaluator
+
+    task = get_task("panoptic")
+    config = task.model_config(tiny_panoptic_params(), CATEGORIES)
+    config["panoptic"]["center_threshold"] = 0.0  # an untrained model: let every local maximum be a centre
+    torch.manual_seed(0)
+    model = task.build_model(config).eval()
+    items = []
+    for seed in range(5):
+        batch = _scene_batch(seed=seed)
+        with torch.no_grad():
+            items.append((batch, task.forward_eval(model, (batch["image"].float() - 110) / 60)))
+    whole = PanopticEvaluator(CATEGORIES, config)
+    for batch, raw in items:
+        whole.process(batch, raw)
+    expected = whole.compute()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(_evaluate_share, args=(2, port, items, config, str(tmp_path / "metrics.pt")), nprocs=2)
+    reduced = torch.load(tmp_path / "metrics.pt")
+    assert expected["pq"] > 0 and reduced == pytest.approx(expected, abs=1e-12)

@@ -127,6 +127,13 @@ def mask_ap(categories: Categories, config: dict[str, Any], samples: list[dict[s
     return evaluator.compute()["mask_ap"]
 
 
+def require_things(task: str, categories: Categories) -> None:
+    """Refuse to train an object task on a class list without object classes."""
+    if not any(c.isthing for c in categories.items):
+        raise SegpipeError(f"task: {task} needs object classes, and no class has isthing: true; mark the "
+                           f"countable classes with isthing: true in the class list")
+
+
 def collate_instances(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Images and semantic maps stacked (same size within a batch); the objects of each image kept as its own
     target dict."""
@@ -160,9 +167,7 @@ class InstanceTask(Task):
         return collate_instances(samples)
 
     def criterion(self, params: Params, categories: Categories, split_dir: Path) -> Criterion:
-        if not any(c.isthing for c in categories.items):
-            raise SegpipeError("task: instance needs object classes, and no class has isthing: true; mark the "
-                               "countable classes with isthing: true in the class list")
+        require_things(self.name, categories)
         return DetectionCriterion()
 
     def validation_evaluator(self, categories: Categories, criterion: Criterion, config: dict[str, Any]) -> Evaluator:

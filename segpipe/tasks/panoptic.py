@@ -1,6 +1,7 @@
 """Panoptic segmentation: Panoptic-DeepLab or Panoptic FPN; PQ / SQ / RQ by the official COCO panoptic rules.
 
-The two models differ in their outputs, loss and post-processing (a :class:`Family` each); everything else (the
+The two models differ in their outputs, loss and post-processing (a ``Family`` each, in
+:mod:`segpipe.tasks.panoptic_models`); everything else (the
 ground truth as segments, the evaluator, evaluation files, export parity, predict) is shared. A panoptic map's
 segments get ids from their content: a stuff class ``c`` is segment ``c + 1``, instance ``k`` is ``C + k``.
 """
@@ -14,7 +15,6 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
@@ -28,171 +28,27 @@ from segpipe.errors import SegpipeError
 from segpipe.fsutil import write_json
 from segpipe.metrics import ConfusionMatrix
 from segpipe.models import load_weights
-from segpipe.models.mask_rcnn import build_mask_rcnn
-from segpipe.models.panoptic import ExportablePanopticFPN, PanopticDeepLab, PanopticFPN
-from segpipe.onnx_export import INPUT, SPATIAL_AXES, export_onnx, latency
-from segpipe.panoptic_postprocess import PanopticMap, deeplab_panoptic, fpn_panoptic
+from segpipe.onnx_export import INPUT, export_onnx, latency
+from segpipe.panoptic_postprocess import PanopticMap
 from segpipe.panoptic_quality import PanopticCategory, PQResult, PQStat, Segment, image_stat, pq_result
 from segpipe.progress import track
 from segpipe.tasks.base import Criterion, Evaluation, Evaluator, ExportCheck, Rendered, Task
-from segpipe.tasks.instance import collate_instances, detection_targets
+from segpipe.tasks.instance import collate_instances, require_things
+from segpipe.tasks.panoptic_models import (
+    BY_POSTPROCESS,
+    FAMILIES,
+    DeepLabFamily,
+    FPNFamily,
+    RawOutputs,
+    family_of,
+    postprocess_settings,
+)
 from segpipe.viz import panoptic_grid, panoptic_overlay
 
 if TYPE_CHECKING:
     from segpipe.evaluation import TrainedModel
 
 MAX_PQ_GAP = 0.001  # the ONNX model's PQ on the parity images may differ from PyTorch's by at most this
-RawOutputs = list[torch.Tensor]  # one image's outputs in the ONNX model's order, batch dimensions as ONNX has them
-
-
-def semantic_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, share: float) -> torch.Tensor:
-    """Cross-entropy over the labelled pixels, or over the hardest ``share`` of them (hard-pixel mining)."""
-    losses = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="none")
-    losses = losses[target != ignore_index]
-    if share < 1 and losses.numel():
-        losses = losses.topk(max(1, int(share * losses.numel()))).values
-    return losses.mean() if losses.numel() else logits.sum() * 0
-
-
-def center_targets(targets: list[dict[str, torch.Tensor]], size: tuple[int, int], sigma: float,
-                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Panoptic-DeepLab's targets: a heatmap of Gaussians at the instances' centres of mass (Bx1xHxW), the offsets
-    (dy, dx) from each instance pixel to its centre (Bx2xHxW) and where offsets count (Bx1xHxW). Crowd regions
-    have neither centre nor offsets."""
-    heat = torch.zeros((len(targets), 1, *size), device=device)
-    offsets = torch.zeros((len(targets), 2, *size), device=device)
-    weight = torch.zeros((len(targets), 1, *size), device=device)
-    ys = torch.arange(size[0], device=device, dtype=torch.float32)[:, None]
-    xs = torch.arange(size[1], device=device, dtype=torch.float32)[None]
-    for b, target in enumerate(targets):
-        masks = target["masks"][~target["iscrowd"]].to(device).bool()
-        if not len(masks):
-            continue
-        area = masks.sum((1, 2)).float()
-        cy, cx = (masks * ys).sum((1, 2)) / area, (masks * xs).sum((1, 2)) / area
-        gauss = torch.exp(-((ys - cy[:, None, None]) ** 2 + (xs - cx[:, None, None]) ** 2) / (2 * sigma**2))
-        heat[b, 0] = gauss.max(0).values
-        owner, inside = masks.float().argmax(0), masks.any(0)
-        offsets[b, 0] = torch.where(inside, cy[owner] - ys, 0.0)
-        offsets[b, 1] = torch.where(inside, cx[owner] - xs, 0.0)
-        weight[b, 0] = inside.float()
-    return heat, offsets, weight
-
-
-class DeepLabCriterion(Criterion):
-    """Semantic CE (optionally over the hardest pixels), centre MSE and offset L1 on instance pixels, weighted."""
-
-    def __init__(self, settings: dict[str, Any], ignore_index: int) -> None:
-        super().__init__()
-        self.settings, self.ignore_index = settings, ignore_index
-
-    def forward(self, model: nn.Module, images: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        settings = self.settings
-        semantic, center, offset = model(images)
-        target = batch["semantic"].to(images.device).long()
-        heat, offsets, weight = center_targets(batch["targets"], tuple(target.shape[-2:]), settings["center_sigma"],
-                                               images.device)
-        offset_l1 = ((offset.float() - offsets).abs() * weight).sum() / weight.sum().clamp(min=1)
-        return {"semantic": settings["semantic_weight"] * semantic_loss(semantic, target, self.ignore_index,
-                                                                        settings["hard_pixel_share"]),
-                "center": settings["center_weight"] * F.mse_loss(center.float(), heat),
-                "offset": settings["offset_weight"] * offset_l1}
-
-
-class FPNCriterion(Criterion):
-    """Mask R-CNN's loss terms plus the weighted semantic CE of the FPN head."""
-
-    def __init__(self, settings: dict[str, Any], ignore_index: int) -> None:
-        super().__init__()
-        self.settings, self.ignore_index = settings, ignore_index
-
-    def forward(self, model: nn.Module, images: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        losses, logits = model(list(images), detection_targets(batch, images.device))
-        target = batch["semantic"].to(images.device).long()
-        losses["loss_semantic"] = self.settings["semantic_weight"] * semantic_loss(
-            logits, target, self.ignore_index, self.settings["hard_pixel_share"])
-        return losses
-
-
-class Family:
-    """What differs between the panoptic models: building, loss, outputs and post-processing."""
-
-    postprocess_name: str
-    output_names: tuple[str, ...]
-
-    def build(self, config: dict[str, Any]) -> nn.Module:
-        raise NotImplementedError
-
-    def criterion(self, settings: dict[str, Any], ignore_index: int) -> Criterion:
-        raise NotImplementedError
-
-    def raw_outputs(self, model: nn.Module, images: torch.Tensor) -> list[RawOutputs]:
-        raise NotImplementedError
-
-    def onnx_module(self, model: nn.Module) -> nn.Module:
-        return model
-
-    def dynamic_axes(self) -> dict[str, dict[int, str]]:
-        raise NotImplementedError
-
-    def postprocess(self, outputs: RawOutputs, is_thing: torch.Tensor, settings: dict[str, Any]) -> PanopticMap:
-        raise NotImplementedError
-
-
-class DeepLabFamily(Family):
-    postprocess_name = "panoptic_deeplab"
-    output_names = PanopticDeepLab.OUTPUTS
-
-    def build(self, config: dict[str, Any]) -> nn.Module:
-        unet = config["unet"]
-        return PanopticDeepLab(config["num_classes"], config["panoptic"]["head_channels"], unet["depth"],
-                               unet["base_width"], unet["residual"])
-
-    def criterion(self, settings: dict[str, Any], ignore_index: int) -> Criterion:
-        return DeepLabCriterion(settings, ignore_index)
-
-    def raw_outputs(self, model: nn.Module, images: torch.Tensor) -> list[RawOutputs]:
-        outputs = model(images)
-        return [[output[i:i + 1] for output in outputs] for i in range(len(images))]
-
-    def dynamic_axes(self) -> dict[str, dict[int, str]]:
-        return {name: SPATIAL_AXES for name in (INPUT, *self.output_names)}
-
-    def postprocess(self, outputs: RawOutputs, is_thing: torch.Tensor, settings: dict[str, Any]) -> PanopticMap:
-        semantic, center, offset = (output[0] for output in outputs)
-        return deeplab_panoptic(semantic, center, offset, is_thing, settings)
-
-
-class FPNFamily(Family):
-    postprocess_name = "panoptic_fpn"
-    output_names = ExportablePanopticFPN.OUTPUTS
-
-    def build(self, config: dict[str, Any]) -> nn.Module:
-        detector = build_mask_rcnn("maskrcnn_resnet18_fpn", len(config["class_ids"]) + 1, config["mask_rcnn"])
-        return PanopticFPN(detector, config["class_ids"], config["num_classes"], config["panoptic"]["head_channels"])
-
-    def criterion(self, settings: dict[str, Any], ignore_index: int) -> Criterion:
-        return FPNCriterion(settings, ignore_index)
-
-    def raw_outputs(self, model: nn.Module, images: torch.Tensor) -> list[RawOutputs]:
-        return [[*(found[name] for name in self.output_names[:-1]), found["semantic"].unsqueeze(0)]
-                for found in model(list(images))]
-
-    def onnx_module(self, model: nn.Module) -> nn.Module:
-        return ExportablePanopticFPN(model).eval()
-
-    def dynamic_axes(self) -> dict[str, dict[int, str]]:
-        return {INPUT: {2: "height", 3: "width"}, "masks": {0: "detections", 2: "height", 3: "width"},
-                **{name: {0: "detections"} for name in ("boxes", "labels", "scores")},
-                "semantic": {2: "height", 3: "width"}}
-
-    def postprocess(self, outputs: RawOutputs, is_thing: torch.Tensor, settings: dict[str, Any]) -> PanopticMap:
-        boxes, labels, scores, masks, semantic = outputs
-        return fpn_panoptic(boxes, labels, scores, masks, semantic[0], is_thing, settings)
-
-
-FAMILIES: dict[str, Family] = {"panoptic_deeplab_unet": DeepLabFamily(), "panoptic_fpn_resnet18": FPNFamily()}
-BY_POSTPROCESS = {family.postprocess_name: family for family in FAMILIES.values()}
 
 
 def truth_map(semantic: torch.Tensor, target: dict[str, torch.Tensor], is_thing: torch.Tensor,
@@ -219,11 +75,6 @@ def segments(panoptic: PanopticMap, num_classes: int, crowd: set[int] | frozense
     found = [Segment(int(i), int(category.ravel()[f]), int(i) - num_classes in crowd if i > num_classes else False,
                      int(a)) for i, f, a in zip(present, first, areas, strict=True) if i]
     return ids, found
-
-
-def postprocess_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The thresholds the post-processing of a model of ``config`` reads."""
-    return {**config["panoptic"], "mask_threshold": config["mask_rcnn"]["mask_threshold"]}
 
 
 def panoptic_categories(categories: Categories) -> list[PanopticCategory]:
@@ -311,9 +162,7 @@ class PanopticTask(Task):
         return collate_instances(samples)
 
     def criterion(self, params: Params, categories: Categories, split_dir: Path) -> Criterion:
-        if not any(c.isthing for c in categories.items):
-            raise SegpipeError("task: panoptic needs object classes, and no class has isthing: true; mark the "
-                               "countable classes with isthing: true in the class list")
+        require_things(self.name, categories)
         family = FAMILIES[params.model.name]
         return family.criterion(params.model.panoptic.model_dump(), categories.ignore_index)
 
@@ -321,11 +170,7 @@ class PanopticTask(Task):
         return PanopticEvaluator(categories, config)
 
     def forward_eval(self, model: nn.Module, images: torch.Tensor) -> list[RawOutputs]:
-        return FAMILIES[self._name(model)].raw_outputs(model, images)
-
-    @staticmethod
-    def _name(model: nn.Module) -> str:
-        return "panoptic_fpn_resnet18" if isinstance(model, PanopticFPN) else "panoptic_deeplab_unet"
+        return family_of(model).raw_outputs(model, images)
 
     @torch.no_grad()
     def evaluate(self, trained: TrainedModel, manifest: pd.DataFrame, params: Params, device: torch.device,
@@ -362,7 +207,8 @@ class PanopticTask(Task):
         family = FAMILIES[config["name"]]
         checked = [*inputs, torch.zeros_like(inputs[0])]
         torch_runs = [self.onnx_outputs(trained.model, x) for x in checked]
-        example = inputs[int(np.argmax([int(run[0].shape[0]) if family is FAMILIES["panoptic_fpn_resnet18"] else 0
+        # a detector is traced on the image with the most detections (one without can lose its mask branch)
+        example = inputs[int(np.argmax([int(run[0].shape[0]) if isinstance(family, FPNFamily) else 0
                                         for run in torch_runs[:len(inputs)]]))]
         module = self.onnx_module(trained.model)
         export_onnx(module, path, example, params.export.opset, family.output_names, family.dynamic_axes())
@@ -398,7 +244,7 @@ class PanopticTask(Task):
         return FAMILIES[config["name"]].output_names
 
     def onnx_module(self, model: nn.Module) -> nn.Module:
-        return FAMILIES[self._name(model)].onnx_module(model)
+        return family_of(model).onnx_module(model)
 
     def output_contract(self, config: dict[str, Any]) -> dict[str, Any]:
         family = FAMILIES[config["name"]]
