@@ -43,7 +43,7 @@ def test_evaluate_writes_pq_per_class_and_coco_panoptic_files_that_score_the_sam
     per_class = pd.read_csv(pipeline / "reports/per_class.csv")
     assert per_class["class"].tolist() == ["sky", "grass", "road", "disc", "box", "triangle"]
     assert {"pq", "sq", "rq", "tp", "fp", "fn", "iou", "isthing"} <= set(per_class)
-    folder = pipeline / "reports/evaluation/panoptic"
+    folder = pipeline / "reports/test_predictions"
     score = evaluate_folders(folder / "gt.json", folder / "pred.json", folder / "gt", folder / "pred")
     assert score.images == metrics["images"]
     assert score.result.summary["All"]["pq"] == pytest.approx(metrics["pq"], abs=1e-12)

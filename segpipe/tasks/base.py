@@ -58,6 +58,7 @@ class Evaluation:
     per_class: pd.DataFrame
     figures: dict[str, Figure] = field(default_factory=dict)  # file name -> draws it at the given path
     summary: str = ""
+    predictions: dict[str, Figure] = field(default_factory=dict)  # the test predictions in files other tools read
 
 
 @dataclass

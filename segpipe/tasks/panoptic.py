@@ -175,7 +175,7 @@ class PanopticTask(Task):
     @torch.no_grad()
     def evaluate(self, trained: TrainedModel, manifest: pd.DataFrame, params: Params, device: torch.device,
                  workers: int) -> Evaluation:
-        """PQ over the test images; the ground truth and the predictions also go to reports/evaluation/panoptic/
+        """PQ over the test images; the ground truth and the predictions also go to reports/test_predictions/
         in COCO panoptic format, so other tools can score them."""
         evaluator = PanopticEvaluator(trained.categories, trained.saved["config"])
         to_input = trained.input_transform()
@@ -193,11 +193,10 @@ class PanopticTask(Task):
                               (predicted.category, predicted.instance)))
         metrics = {**evaluator.compute(), "images": len(manifest)}
         categories = trained.categories
-        figures = {f"panoptic/{part}.json": _coco_writer(items, categories) for part, items in files.items()}
-        if shown:
-            figures["predictions.png"] = lambda path: panoptic_grid(shown, categories, path)
+        figures = {"predictions.png": lambda path: panoptic_grid(shown, categories, path)} if shown else {}
+        predictions = {f"{part}.json": _coco_writer(items, categories) for part, items in files.items()}
         summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("pq", "sq", "rq", "pq_things", "pq_stuff", "miou"))
-        return Evaluation(metrics, evaluator.per_class(), figures, f": {summary}")
+        return Evaluation(metrics, evaluator.per_class(), figures, f": {summary}", predictions)
 
     def export(self, trained: TrainedModel, samples: list[dict[str, Any]], inputs: list[torch.Tensor], path: Path,
                params: Params) -> ExportCheck:
