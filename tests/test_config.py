@@ -24,7 +24,7 @@ def test_project_params_and_presets_are_valid():
         ({"ingest": {"formt": "synthetic"}}, "unknown key 'ingest.formt'"),
         ({"base": {"seed": "abc"}}, "base.seed: Input should be a valid integer"),
         ({"ingest": {"format": "cocoa"}}, "ingest.format: Input should be 'synthetic', 'mask_folder', 'coco', "
-                                          "'yolo_seg' or 'voc'"),
+                                          "'coco_panoptic', 'cityscapes', 'yolo_seg' or 'voc'"),
         ({"ingest": {"format": "coco"}}, "format 'coco' needs ingest.source"),
         ({"split": {"val": 0.6, "test": 0.5}}, "split.val + split.test must be below 1"),
         ({"ingest": {"format": "mask_folder"}}, "needs ingest.source"),
