@@ -13,7 +13,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from segpipe.distributed import Runtime, reduce_sum
 from segpipe.progress import progress
-from segpipe.tasks.base import Criterion, Evaluator, Task
+from segpipe.tasks.base import Criterion, Evaluator, Learner
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -107,7 +107,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: Criterion, 
 
 
 @torch.no_grad()
-def validate(model: nn.Module, loader: DataLoader, task: Task, evaluator: Evaluator, settings: StepSettings,
+def validate(model: nn.Module, loader: DataLoader, task: Learner, evaluator: Evaluator, settings: StepSettings,
              runtime: Runtime) -> dict[str, float]:
     """The task's validation metrics over ``loader``, combined over all processes."""
     model.eval()

@@ -18,8 +18,8 @@ PREDICTIONS = REPORTS / "test_predictions"
 
 
 def run(params: Params) -> Evaluation:
-    """Write reports/metrics.json, per_class.csv, the task's figures in reports/evaluation/ and its prediction
-    files (if any) in reports/test_predictions/; log them."""
+    """Write reports/metrics.json, per_class.csv, the task's figures in reports/evaluation/ (logged to MLflow)
+    and the test predictions in reports/test_predictions/."""
     device = resolve_device(params.base.device)
     trained = TrainedModel.load(MODELS / "model.pt", device)
     manifest = read_manifest(SPLIT / "test.parquet")
@@ -28,13 +28,14 @@ def run(params: Params) -> Evaluation:
     result = trained.task.evaluate(trained, manifest, params, device, params.train.loader_workers)
     write_atomic(METRICS, lambda p: p.write_text(metrics_json(result.metrics) + "\n"))
     write_atomic(PER_CLASS, lambda p: result.per_class.to_csv(p, index=False, float_format="%.6f"))
-    for target, files in ((FIGURES, result.figures), (PREDICTIONS, result.predictions)):
-        with atomic_dir(target) as folder:
-            for name, draw in files.items():
-                draw(folder / name)
+    with atomic_dir(FIGURES) as folder:
+        for name, draw in result.figures.items():
+            draw(folder / name)
+    with atomic_dir(PREDICTIONS) as folder:
+        result.predictions(folder)
     run_id = tracking.load_run_id()
     tracking.log_metrics(params, run_id, {f"test_{k}": v for k, v in result.metrics.items()})
-    figures = [FIGURES / name for name in result.figures] + [PREDICTIONS / name for name in result.predictions]
+    figures = [FIGURES / name for name in result.figures]
     tracking.log_artifacts(params, run_id, [METRICS, PER_CLASS, *figures], "evaluation")
     print(f"evaluate: {result.metrics['images']} test images{result.summary}")
     return result

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -41,6 +42,10 @@ def test_evaluate_reports(pipeline):
     assert per_class[0].startswith("class,iou,accuracy,dice") and len(per_class) == 7
     assert Image.open(pipeline / "reports/evaluation/confusion_matrix.png").size[0] > 200
     assert Image.open(pipeline / "reports/evaluation/predictions.png").size[1] > 200
+    test = pd.read_parquet(pipeline / "data/split/test.parquet")
+    labels = sorted((pipeline / "reports/test_predictions").glob("*.png"))
+    assert [p.stem for p in labels] == sorted(test.sample_id)  # one predicted label map per test image
+    assert np.asarray(Image.open(labels[0])).max() < 6
 
 
 @pytest.mark.parametrize("model", ["export/model.onnx", "models/model.pt"])

@@ -58,6 +58,11 @@ def test_evaluate_writes_coco_metrics_per_class_ap_and_figures(pipeline):
     assert per_class.instances.sum() > 0
     for name in ("precision_recall.png", "predictions.png"):
         assert Image.open(pipeline / "reports/evaluation" / name).size[0] > 200
+    detections = json.loads((pipeline / "reports/test_predictions/detections.json").read_text())
+    test = set(pd.read_parquet(pipeline / "data/split/test.parquet").sample_id)
+    assert detections and {d["sample_id"] for d in detections} <= test
+    assert all(d["category_id"] in (3, 4, 5) and len(d["bbox"]) == 4 and "counts" in d["segmentation"]
+               for d in detections)
 
 
 def test_export_matches_pytorch_and_describes_its_outputs(pipeline):

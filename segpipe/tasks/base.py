@@ -58,7 +58,7 @@ class Evaluation:
     per_class: pd.DataFrame
     figures: dict[str, Figure] = field(default_factory=dict)  # file name -> draws it at the given path
     summary: str = ""
-    predictions: dict[str, Figure] = field(default_factory=dict)  # the test predictions in files other tools read
+    predictions: Figure | None = None  # writes the test predictions into the given folder, in files other tools read
 
 
 @dataclass
@@ -79,17 +79,15 @@ class Rendered:
     results: list[dict[str, Any]] | None = None  # COCO results entries (without image ids), None when not objects
 
 
-class Task(ABC):
-    """One segmentation task. Subclasses are stateless apart from what their constructor is given."""
+class Learner(ABC):
+    """What the trainer needs: the model, its batches, loss and validation. A :class:`Task` is a learner that also
+    evaluates, exports and predicts; autoencoder pretraining is a learner only."""
 
     name: str
     objective: str  # a key of the validation metrics; the run maximises val_<objective>
     objective_label: str  # for people, e.g. "val mIoU"
     with_instances: bool = False  # samples carry instance masks, boxes and labels
-    map_name: str  # what predict writes per image, e.g. "label maps"
-    output_names: tuple[str, ...]  # the ONNX model's outputs
 
-    # --- model -----------------------------------------------------------------------------------------------
     @abstractmethod
     def model_config(self, params: Params, categories: Categories) -> dict[str, Any]:
         """What it takes to rebuild the model (stored in model.pt); holds ``task``."""
@@ -98,7 +96,6 @@ class Task(ABC):
     def build_model(self, config: dict[str, Any], weights: str | None = None) -> nn.Module:
         """The model described by ``config``; ``weights`` as in ``model.weights``."""
 
-    # --- training --------------------------------------------------------------------------------------------
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         """Samples to a batch (images stacked)."""
         return torch.utils.data.default_collate(samples)
@@ -114,6 +111,13 @@ class Task(ABC):
     @abstractmethod
     def forward_eval(self, model: nn.Module, images: torch.Tensor) -> Any:
         """Raw model outputs for a normalised NCHW batch in eval mode (what evaluators process)."""
+
+
+class Task(Learner):
+    """One segmentation task. Subclasses are stateless apart from what their constructor is given."""
+
+    map_name: str  # what predict writes per image, e.g. "label maps"
+    output_names: tuple[str, ...]  # the ONNX model's outputs
 
     # --- evaluate, export, predict ----------------------------------------------------------------------------
     @abstractmethod

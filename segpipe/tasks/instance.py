@@ -19,6 +19,7 @@ from segpipe.config import Params
 from segpipe.data.canonical import Categories
 from segpipe.data.dataset import DecodingSegmentation
 from segpipe.errors import SegpipeError
+from segpipe.fsutil import write_json
 from segpipe.models import load_weights
 from segpipe.models.mask_rcnn import ExportableInstance, InstanceSegmenter, build_mask_rcnn
 from segpipe.onnx_export import INPUT, export_onnx, latency
@@ -127,6 +128,13 @@ def mask_ap(categories: Categories, config: dict[str, Any], samples: list[dict[s
     return evaluator.compute()["mask_ap"]
 
 
+def coco_results(records: list[tuple[str, ImageRecord]]) -> list[dict[str, Any]]:
+    """Every detection of the test images in COCO results format (RLE mask, xywh box), with its sample id."""
+    return [{"sample_id": sample_id, "category_id": d["category"], "segmentation": d["rle"], "score": d["score"],
+             "bbox": [d["box"][0], d["box"][1], d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]]}
+            for sample_id, record in records for d in record.detections]
+
+
 def require_things(task: str, categories: Categories) -> None:
     """Refuse to train an object task on a class list without object classes."""
     if not any(c.isthing for c in categories.items):
@@ -199,7 +207,9 @@ class InstanceTask(Task):
             figures["predictions.png"] = lambda path: instance_grid(samples, categories, threshold, path)
         keys = ("mask_ap", "mask_ap50", "mask_ap75", "box_ap", "box_ap50", "mask_ar_100")
         summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in keys)
-        return Evaluation(metrics, evaluator.per_class, figures, f": {summary}")
+        records = list(zip(manifest.sample_id, evaluator.records, strict=True))
+        return Evaluation(metrics, evaluator.per_class, figures, f": {summary}",
+                          lambda folder: write_json(folder / "detections.json", coco_results(records)))
 
     def export(self, trained: TrainedModel, samples: list[dict[str, Any]], inputs: list[torch.Tensor], path: Path,
                params: Params) -> ExportCheck:

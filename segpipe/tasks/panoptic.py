@@ -194,7 +194,11 @@ class PanopticTask(Task):
         metrics = {**evaluator.compute(), "images": len(manifest)}
         categories = trained.categories
         figures = {"predictions.png": lambda path: panoptic_grid(shown, categories, path)} if shown else {}
-        predictions = {f"{part}.json": _coco_writer(items, categories) for part, items in files.items()}
+
+        def predictions(folder: Path) -> None:
+            for part, items in files.items():
+                _write_coco_panoptic(folder, part, items, categories)
+
         summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("pq", "sq", "rq", "pq_things", "pq_stuff", "miou"))
         return Evaluation(metrics, evaluator.per_class(), figures, f": {summary}", predictions)
 
@@ -277,19 +281,14 @@ class PanopticTask(Task):
         return document(annotations, images, coco_categories(categories))
 
 
-def _coco_writer(items: list[tuple[str, np.ndarray, list[Segment]]], categories: Categories):
-    """Draws ``<folder>/<part>.json`` and the PNGs in ``<folder>/<part>/``: a COCO panoptic set."""
-
-    def write(path: Path) -> None:
-        folder = path.with_suffix("")
-        folder.mkdir(parents=True, exist_ok=True)
-        annotations, images = [], []
-        for image_id, (sample_id, ids, found) in enumerate(items, 1):
-            Image.fromarray(id_to_rgb(ids)).save(folder / f"{sample_id}.png")
-            images.append({"id": image_id, "file_name": f"{sample_id}.png", "height": ids.shape[0],
-                           "width": ids.shape[1]})
-            annotations.append({"image_id": image_id, "file_name": f"{sample_id}.png",
-                                "segments_info": segments_info(ids, found)})
-        write_json(path, document(annotations, images, coco_categories(categories)))
-
-    return write
+def _write_coco_panoptic(folder: Path, part: str, items: list[tuple[str, np.ndarray, list[Segment]]],
+                         categories: Categories) -> None:
+    """``<folder>/<part>.json`` and the PNGs in ``<folder>/<part>/``: a COCO panoptic set."""
+    (folder / part).mkdir()
+    annotations, images = [], []
+    for image_id, (sample_id, ids, found) in enumerate(items, 1):
+        Image.fromarray(id_to_rgb(ids)).save(folder / part / f"{sample_id}.png")
+        images.append({"id": image_id, "file_name": f"{sample_id}.png", "height": ids.shape[0], "width": ids.shape[1]})
+        annotations.append({"image_id": image_id, "file_name": f"{sample_id}.png",
+                            "segments_info": segments_info(ids, found)})
+    write_json(folder / f"{part}.json", document(annotations, images, coco_categories(categories)))

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from segpipe.config import Params
 from segpipe.data.canonical import Categories
 from segpipe.data.dataset import DecodingSegmentation
+from segpipe.data.imageio import save_label
 from segpipe.distributed import reduce_sum
 from segpipe.inference import infer
 from segpipe.losses import build_loss, median_frequency_weights
@@ -103,14 +104,15 @@ class SemanticTask(Task):
         boundary = BoundaryF1(categories.num_classes, categories.ignore_index, settings.boundary_tolerance)
         to_input = trained.input_transform()
         loader = DataLoader(DecodingSegmentation(manifest), batch_size=1, num_workers=workers)
-        samples = []
-        for batch in track(loader, len(manifest), "evaluate"):
+        samples, labels = [], []
+        for sample_id, batch in zip(manifest.sample_id, track(loader, len(manifest), "evaluate"), strict=True):
             images = to_input(batch["image"].to(device))
             logits = infer(trained.model, images, settings.mode, categories.num_classes, settings.window,
                            settings.stride)
             prediction, target = logits.argmax(1).cpu(), batch["semantic"].long()
             matrix.update(prediction, target)
             boundary.update(prediction, target)
+            labels.append((sample_id, prediction[0].numpy()))
             if len(samples) < settings.overlays:
                 samples.append((batch["image"][0], target[0], prediction[0]))
         metrics = {**matrix.compute(), "boundary_f1": boundary.compute(), "images": len(manifest)}
@@ -125,7 +127,8 @@ class SemanticTask(Task):
             figures["predictions.png"] = lambda path: prediction_grid(samples, categories, path)
         keys = ("miou", "pixel_accuracy", "mean_accuracy", "fwiou", "mean_dice", "boundary_f1")
         summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in keys)
-        return Evaluation(metrics, per_class, figures, f" ({settings.mode}): {summary}")
+        return Evaluation(metrics, per_class, figures, f" ({settings.mode}): {summary}",
+                          lambda folder: _write_label_maps(folder, labels))
 
     def export(self, trained: TrainedModel, samples: list[dict[str, Any]], inputs: list[torch.Tensor], path: Path,
                params: Params) -> ExportCheck:
@@ -154,3 +157,9 @@ class SemanticTask(Task):
     def output_contract(self, config: dict[str, Any]) -> dict[str, Any]:
         return {"name": OUTPUT, "dtype": "float32", "layout": "NCHW",
                 "meaning": "per-class logits at the input resolution; argmax over channel C gives the class id"}
+
+
+def _write_label_maps(folder: Path, labels: list[tuple[str, np.ndarray]]) -> None:
+    """``<sample_id>.png`` per test image: its predicted class ids (8-bit, or 16-bit above 256 classes)."""
+    for sample_id, label in labels:
+        save_label(label, folder / f"{sample_id}.png")
