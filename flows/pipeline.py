@@ -20,7 +20,7 @@ from prefect.artifacts import create_markdown_artifact
 from segpipe.overrides import dvc_set_args, write_overrides
 from segpipe.stage import telemetry_off
 
-STAGES = ("params", "ingest", "clean", "split", "augment", "train", "evaluate", "export")
+STAGES = ("params", "ingest", "clean", "split", "augment", "pretrain", "train", "evaluate", "export")
 
 
 class StageFailed(RuntimeError):

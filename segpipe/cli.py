@@ -1,4 +1,4 @@
-"""The ``segpipe`` command line: params presets and prediction."""
+"""The ``segpipe`` command line: params presets, prediction and denoising."""
 
 from __future__ import annotations
 
@@ -30,6 +30,17 @@ def _predict(args: argparse.Namespace) -> None:
         print(f"segpipe predict: skipped {reason}", file=sys.stderr)
     print(f"predict: wrote {len(report.written)} {predictor.task.map_name} and overlays to {args.out}, "
           f"skipped {len(report.skipped)}")
+    if not report.written:
+        raise SegpipeError("no input image could be read")
+
+
+def _denoise(args: argparse.Namespace) -> None:
+    from segpipe.denoise import denoise
+
+    report = denoise(args.model, args.inputs, Path(args.out))
+    for _, reason in report.skipped:
+        print(f"segpipe denoise: skipped {reason}", file=sys.stderr)
+    print(f"denoise: wrote {len(report.written)} reconstructions to {args.out}, skipped {len(report.skipped)}")
     if not report.written:
         raise SegpipeError("no input image could be read")
 
@@ -73,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="an exported ONNX model or a checkpoint (models/model.pt)")
     predict.add_argument("--out", default="predictions", help="output folder")
     predict.set_defaults(func=_predict)
+    denoise = command("denoise", "clean images with the pretrained autoencoder",
+                      "Writes the autoencoder's reconstruction of each image as <stem>.png (pretrain.enabled: true).")
+    denoise.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    denoise.add_argument("--model", default="models/pretrained.pt", help="the pretrain stage's output")
+    denoise.add_argument("--out", default="denoised", help="output folder")
+    denoise.set_defaults(func=_denoise)
     sync = command("sync-tracking", "send MLflow calls queued while the tracking server was down",
                    "Replays .segpipe/mlflow_outbox.jsonl in order to the tracking server of the params.")
     sync.add_argument("--params", default="params.yaml", help="params file whose tracking section names the server")

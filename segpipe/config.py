@@ -179,6 +179,9 @@ class SplitParams(Section):
     test: float = Field(0.15, ge=0.0, lt=1.0)
     stratify: Literal["pixel_shares", "classes_present"] = Field(
         "pixel_shares", description="balance class pixel shares, or which classes each image holds (objects)")
+    label_fraction: float = Field(
+        1.0, gt=0.0, le=1.0, description="share of train whose labels train the model (seeded, stratified); the "
+                                         "rest is the unlabelled split, which only pretraining uses")
 
     @model_validator(mode="after")
     def _ratios(self) -> SplitParams:
@@ -287,7 +290,8 @@ class PanopticParams(Section):
 
 class ModelParams(Section):
     name: ModelName = "lraspp_mobilenet_v3_large"
-    weights: str | None = Field(None, description="null (from scratch), backbone, full, or a checkpoint path")
+    weights: str | None = Field(
+        None, description="null (from scratch), backbone, full, pretrained (the pretrain stage's encoder) or a path")
     unet: UNetParams = UNetParams()
     mask_rcnn: MaskRCNNParams = MaskRCNNParams()
     panoptic: PanopticParams = PanopticParams()
@@ -330,6 +334,21 @@ class TrainParams(Section):
     early_stopping: EarlyStoppingParams = EarlyStoppingParams()
     amp: Literal["bf16", "fp16", "off"] = Field("bf16", description="mixed precision on CUDA only")
     channels_last: bool = True
+
+
+class PretrainParams(Section):
+    """Autoencoder pretraining of the model's encoder on the train images (their labels unused)."""
+
+    enabled: bool = Field(False, description="off: the stage only records that there is no pretrained encoder")
+    corruption: Literal["noise", "mask", "both"] = Field("both", description="what the autoencoder learns to undo")
+    noise_std: float = Field(0.2, ge=0, description="Gaussian noise, in 0..1 pixel units")
+    mask_ratio: float = Field(0.5, ge=0, lt=1, description="share of patches hidden (masked-image modelling)")
+    patch_size: int = Field(16, ge=1, description="side of a hidden patch (px)")
+    decoder_width: int = Field(32, ge=4, description="fewest channels of a decoder block")
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="cap steps per epoch (smoke runs)")
 
 
 class EvaluateParams(Section):
@@ -403,6 +422,7 @@ class Params(Section):
     augment: AugmentParams = AugmentParams()
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
+    pretrain: PretrainParams = PretrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     export: ExportParams = ExportParams()
     tracking: TrackingParams = TrackingParams()

@@ -10,3 +10,4 @@ REPORTS = Path("reports")
 MODELS = Path("models")
 EXPORT = Path("export")
 PARAMS_CHECK = REPORTS / "params_check.json"
+PRETRAINED = MODELS / "pretrained.pt"  # the pretrain stage's encoder (model.weights: pretrained)

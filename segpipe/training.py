@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import ConcatDataset
 
 from segpipe import checkpoint
 from segpipe.config import Params
@@ -20,9 +21,12 @@ from segpipe.data.canonical import Categories
 from segpipe.data.dataset import CachedSegmentation
 from segpipe.distributed import Runtime, sync_buffers
 from segpipe.engine import StepSettings, eval_loader, train_loader, train_one_epoch, validate
+from segpipe.models.encoders import load_encoder
 from segpipe.optim import build_optimizer, build_scheduler
+from segpipe.paths import PRETRAINED
 from segpipe.progress import duration
 from segpipe.tasks import get_task
+from segpipe.tasks.base import Learner
 from segpipe.transforms import build
 
 EpochCallback = Callable[["FitState", dict[str, Any]], None]
@@ -48,21 +52,26 @@ def build_model(config: dict[str, Any], weights: str | None = None) -> nn.Module
 class Trainer:
     """Owns the model, optimizer, schedule and loaders of one training run."""
 
-    def __init__(self, params: Params, cache_dir: Path, split_dir: Path, runtime: Runtime) -> None:
-        self.params, self.runtime = params, runtime
+    def __init__(self, params: Params, cache_dir: Path, split_dir: Path, runtime: Runtime,
+                 learner: Learner | None = None, train_splits: tuple[str, ...] = ("train",),
+                 stage: str = "train") -> None:
+        """``learner``: what to train (the task of ``params.task`` unless given); ``train_splits``: the cached
+        splits it trains on (validation is always the val split); ``stage`` names it in the log lines."""
+        self.params, self.runtime, self.stage = params, runtime, stage
         self.policy = json.loads((cache_dir / "augment_policy.json").read_text())
         self.categories = Categories.load(cache_dir / "categories.json")
-        self.task = task = get_task(params.task)
+        self.task = task = learner or get_task(params.task)
         self.config = task.model_config(params, self.categories)
         torch.manual_seed(params.base.seed)
-        model = task.build_model(self.config, params.model.weights).to(runtime.device)
+        model = self._model(params.model.weights).to(runtime.device)
         if params.train.channels_last and runtime.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.net = DistributedDataParallel(model) if runtime.distributed else model
         ignore = self.categories.ignore_index
         sample_transform = build(self.policy["sample"], ignore, task.with_instances, params.augment.min_instance_pixels)
-        self.train_set = CachedSegmentation(cache_dir / "train", sample_transform, task.with_instances)
+        parts = [CachedSegmentation(cache_dir / name, sample_transform, task.with_instances) for name in train_splits]
+        self.train_set = parts[0] if len(parts) == 1 else ConcatDataset(parts)
         self.val_set = CachedSegmentation(cache_dir / "val", instances=task.with_instances)
         self.batch_size = max(1, params.train.batch_size // runtime.world_size)
         steps = len(train_loader(self.train_set, self.batch_size, 0, 0, 0, runtime))
@@ -78,6 +87,14 @@ class Trainer:
                                      params.train.max_steps_per_epoch)
         self.eval_settings = StepSettings(build(self.policy["device_eval"], ignore), params.train.amp,
                                           params.train.channels_last, None, None)
+
+    def _model(self, weights: str | None) -> nn.Module:
+        """The model to train: from scratch, torchvision's or a checkpoint's weights, or the pretrained encoder."""
+        if weights != "pretrained":
+            return self.task.build_model(self.config, weights)
+        model = self.task.build_model(self.config)
+        load_encoder(model, PRETRAINED, self.config["name"])
+        return model
 
     def state_dict(self, state: FitState, fingerprint: str) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state()}
@@ -133,13 +150,13 @@ def resume_state(trainer: Trainer, path: Path, fingerprint: str) -> tuple[FitSta
     return state, saved.get("best_model"), f"resuming after epoch {state.epoch} from {path};"
 
 
-def epoch_line(row: dict[str, Any], epochs: int, seconds_per_epoch: float) -> str:
+def epoch_line(row: dict[str, Any], epochs: int, seconds_per_epoch: float, stage: str = "train") -> str:
     """One line per epoch for logs: losses, validation metrics, speed and the time left."""
     left = duration(seconds_per_epoch * (epochs - row["epoch"]))
     values = " ".join(f"{k} {v:.4f}" for k, v in row.items()
                       if k.startswith(("train_", "val_")) and not k.endswith(("_small", "_medium", "_large"))
                       and not k.startswith(("val_sq_", "val_rq_")))
-    return (f"train: epoch {row['epoch']}/{epochs} {values} | "
+    return (f"{stage}: epoch {row['epoch']}/{epochs} {values} | "
             f"{row['images_per_s']:.1f} img/s | {duration(seconds_per_epoch)}/epoch, ETA {left}")
 
 
@@ -149,7 +166,7 @@ def fit(trainer: Trainer, checkpoint_path: Path, fingerprint: str, on_start: Cal
     params, runtime = trainer.params, trainer.runtime
     state, best_model, how = resume_state(trainer, checkpoint_path, fingerprint)
     if runtime.is_main:
-        print(f"train: {how} {trainer.config['name']} on {runtime.device} x{runtime.world_size}, "
+        print(f"{trainer.stage}: {how} {trainer.config['name']} on {runtime.device} x{runtime.world_size}, "
               f"{len(trainer.train_set)} train / {len(trainer.val_set)} val images, "
               f"{trainer.steps_per_epoch} steps per epoch")
     on_start(state)
@@ -170,10 +187,10 @@ def fit(trainer: Trainer, checkpoint_path: Path, fingerprint: str, on_start: Cal
             checkpoint.save(saved, checkpoint_path)
             on_epoch(state, row)
             per_epoch = (time.monotonic() - started) / (state.epoch - first_epoch)
-            print(epoch_line(row, params.train.epochs, per_epoch), flush=True)
+            print(epoch_line(row, params.train.epochs, per_epoch, trainer.stage), flush=True)
         if stopping.patience and state.stale_epochs >= stopping.patience:
             if runtime.is_main:
-                print(f"train: early stop after epoch {state.epoch}: no {trainer.task.objective_label} gain for "
-                      f"{stopping.patience} epochs")
+                print(f"{trainer.stage}: early stop after epoch {state.epoch}: no {trainer.task.objective_label} "
+                      f"gain for {stopping.patience} epochs")
             break
     return state, best_model

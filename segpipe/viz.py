@@ -194,3 +194,17 @@ def panoptic_grid(rows: list[tuple[torch.Tensor, tuple, tuple]], categories: Cat
             ax.axis("off")
     fig.tight_layout()
     _save(fig, path)
+
+
+def reconstruction_grid(rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], mean: list[float],
+                        std: list[float], path: str | Path) -> None:
+    """One row per image: input | corrupted | reconstruction (normalised CxHxW tensors, shown as RGB)."""
+    mean_t, std_t = torch.tensor(mean)[:, None, None], torch.tensor(std)[:, None, None]
+    fig, axes = plt.subplots(len(rows), 3, figsize=(9, 2.6 * len(rows)), squeeze=False)
+    for row, pictures in zip(axes, rows, strict=True):
+        for ax, picture, title in zip(row, pictures, ("input", "corrupted", "reconstruction"), strict=True):
+            ax.imshow((picture.float().cpu() * std_t + mean_t).clamp(0, 1).permute(1, 2, 0).numpy())
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    _save(fig, path)

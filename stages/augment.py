@@ -9,7 +9,7 @@ from segpipe.config import Params
 from segpipe.data.cache import build_split_cache, check_crop_fits, target_size
 from segpipe.data.canonical import CATEGORIES_FILE, Categories, read_manifest
 from segpipe.data.dataset import CachedSegmentation
-from segpipe.data.split import SPLITS
+from segpipe.data.split import SPLITS, UNLABELLED
 from segpipe.fsutil import atomic_dir, write_json
 from segpipe.paths import CACHE, REPORTS, SPLIT
 from segpipe.stage import stage_main
@@ -23,6 +23,9 @@ def run(params: Params) -> dict:
     """Build data/cache/<split>/ arrays, data/cache/augment_policy.json and reports/augment_preview.png."""
     categories = Categories.load(SPLIT / CATEGORIES_FILE)
     parts = {name: read_manifest(SPLIT / f"{name}.parquet") for name in SPLITS}
+    unlabelled = read_manifest(SPLIT / f"{UNLABELLED}.parquet")
+    if len(unlabelled):  # cached for pretraining only
+        parts[UNLABELLED] = unlabelled
     size = target_size(pd.concat(parts.values()), params.augment.cache_size)
     check_crop_fits(params.augment.crop_size, size, from_cache_size=params.augment.cache_size is not None)
     label_dtype = "uint8" if categories.ignore_index == 255 else "uint16"

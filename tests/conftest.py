@@ -125,15 +125,16 @@ def predict_two_images(project: Path, model: str, out: Path) -> tuple[list[Path]
     return images, done
 
 
-def train_killed_after(project: Path, epoch: int, env: dict[str, str]) -> None:
-    """Start the train stage in ``project`` and ``kill -9`` it once its checkpoint holds ``epoch`` epochs."""
+def train_killed_after(project: Path, epoch: int, env: dict[str, str], stage: str = "train") -> None:
+    """Start the train (or pretrain) stage in ``project`` and ``kill -9`` it once its checkpoint holds ``epoch``
+    epochs."""
     import signal
     import time
 
     from segpipe import checkpoint
 
-    last = project / "models/checkpoints/last.pt"
-    process = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=project, env=env,
+    last = project / "models/checkpoints" / ("last.pt" if stage == "train" else f"{stage}_last.pt")
+    process = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=project, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
@@ -142,7 +143,8 @@ def train_killed_after(project: Path, epoch: int, env: dict[str, str]) -> None:
             break
         time.sleep(0.02)
     assert process.wait() == -signal.SIGKILL, "training ended before it could be killed"
-    assert not (project / "models/model.pt").exists()
+    if stage == "train":
+        assert not (project / "models/model.pt").exists()
 
 
 def staged_project(root: Path, params: Params, names: tuple[str, ...]) -> Path:
@@ -164,7 +166,7 @@ def run_stages(params: Params, names: tuple[str, ...]) -> None:
 
 
 DATA_STAGES = ("ingest", "clean", "split", "augment")
-ALL_STAGES = (*DATA_STAGES, "train", "evaluate", "export")
+ALL_STAGES = (*DATA_STAGES, "pretrain", "train", "evaluate", "export")
 
 
 PROJECT_FILES = ("dvc.yaml", "stages", "segpipe", "flows", ".dvcignore")

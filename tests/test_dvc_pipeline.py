@@ -22,7 +22,7 @@ def project(tmp_path: Path) -> Path:
     return new_project(tmp_path, tiny_train_params())
 
 
-STAGES = ("ingest", "clean", "split", "augment", "train", "evaluate", "export")
+STAGES = ("ingest", "clean", "split", "augment", "pretrain", "train", "evaluate", "export")
 
 
 def ran(output: str) -> set[str]:
@@ -52,9 +52,9 @@ def test_repro_runs_all_then_nothing_then_only_what_changed(project):
     change(project, "evaluate", "boundary_tolerance", 3)
     assert ran(sh(project, "dvc", "repro")) == {"evaluate"}
     change(project, "augment", "hflip", 0.25)
-    assert ran(sh(project, "dvc", "repro")) == {"augment", "train", "evaluate", "export"}
+    assert ran(sh(project, "dvc", "repro")) == {"augment", "pretrain", "train", "evaluate", "export"}
     change(project, "split", "val", 0.2)
-    assert ran(sh(project, "dvc", "repro")) == {"split", "augment", "train", "evaluate", "export"}
+    assert ran(sh(project, "dvc", "repro")) == {"split", "augment", "pretrain", "train", "evaluate", "export"}
     metrics = sh(project, "dvc", "metrics", "show")
     assert "reports/clean.json" in metrics and "reports/metrics.json" in metrics
 

@@ -10,8 +10,8 @@ import yaml
 from tests.conftest import GIT_IDENTITY, new_project, sh, tiny_train_params
 
 pytestmark = pytest.mark.slow
-DATA_OUTS = ("data/raw", "data/clean", "data/split", "data/cache", "models/model.pt", "export/model.onnx",
-             "reports/metrics.json")
+DATA_OUTS = ("data/raw", "data/clean", "data/split", "data/cache", "models/pretrained.pt", "models/model.pt",
+             "export/model.onnx", "reports/metrics.json")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,8 @@ def test_pipeline_flow_with_overrides_reruns_what_changed_and_saves_an_experimen
     result = segmentation_pipeline(project=str(flow_project), overrides={"evaluate.boundary_tolerance": 4},
                                    experiment_name="tolerance4")
     assert result["stages"]["evaluate"] == "ran"
-    assert all(result["stages"][s] == "up to date" for s in ("ingest", "clean", "split", "augment", "train"))
+    assert all(result["stages"][s] == "up to date" for s in ("ingest", "clean", "split", "augment", "pretrain",
+                                                                          "train"))
     assert 0 <= result["metrics"]["miou"] <= 1 and result["mlflow_run_id"]
     assert yaml.safe_load((flow_project / "params.yaml").read_text())["evaluate"]["boundary_tolerance"] == 4
     assert "tolerance4" in sh(flow_project, "dvc", "exp", "list")

@@ -39,7 +39,7 @@ def test_outage_then_http_server_receives_the_whole_run(tmp_path, monkeypatch):
     """Train and evaluate while no server listens; the run reaches the server when it is up."""
     project, port, uri = project_on_server(tmp_path, monkeypatch)
     params = tiny_train_params()
-    run_stages(params, ALL_STAGES[:6])  # ingest .. evaluate with the server down
+    run_stages(params, ALL_STAGES[:7])  # ingest .. evaluate with the server down
     outbox = project / ".segpipe/mlflow_outbox.jsonl"
     queued = [json.loads(line)["op"] for line in outbox.read_text().splitlines()]
     assert queued[0] == "create_run" and queued.count("metrics") == 3  # two epochs + the test metrics
@@ -70,7 +70,7 @@ def test_server_dropping_out_mid_run_and_sync_command(tmp_path, monkeypatch):
     project, port, uri = project_on_server(tmp_path, monkeypatch)
     params = tiny_train_params()
     with mlflow_server(tmp_path / "server", port):
-        run_stages(params, ALL_STAGES[:5])  # up to train, logged live
+        run_stages(params, ALL_STAGES[:6])  # up to train, logged live
     run_stages(params, ("evaluate",))  # server gone: queued
     assert (project / ".segpipe/mlflow_outbox.jsonl").exists()
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -14,6 +14,7 @@ from segpipe.data.label_stats import empty_class_warnings, ignore_share, ignore_
 from segpipe.errors import SegpipeError
 
 SPLITS = ("train", "val", "test")
+UNLABELLED = "unlabelled"  # train images whose labels are left out (split.label_fraction); pretraining uses them
 
 
 def _has_predefined(manifest: pd.DataFrame) -> bool:
@@ -76,6 +77,12 @@ def _classes_present_split(present: np.ndarray, sizes: dict[str, int], seed: int
     return {name: np.flatnonzero(assigned == i) for i, name in enumerate(sizes)}
 
 
+def _pixel_strata(manifest: pd.DataFrame, seed: int) -> np.ndarray:
+    pixels = np.array(manifest.class_pixels.tolist(), dtype=np.float64)
+    shares = pixels / np.maximum(pixels.sum(axis=1, keepdims=True), 1)
+    return _strata(shares, n_groups=8, seed=seed)
+
+
 def _ratio_split(manifest: pd.DataFrame, params: SplitParams, seed: int) -> dict[str, pd.DataFrame]:
     n = len(manifest)
     n_val, n_test = round(n * params.val), round(n * params.test)
@@ -85,9 +92,7 @@ def _ratio_split(manifest: pd.DataFrame, params: SplitParams, seed: int) -> dict
         present = np.array(manifest.class_pixels.tolist()) > 0
         parts = _classes_present_split(present, {"train": n - n_val - n_test, "val": n_val, "test": n_test}, seed)
         return {name: manifest.iloc[idx].reset_index(drop=True) for name, idx in parts.items()}
-    pixels = np.array(manifest.class_pixels.tolist(), dtype=np.float64)
-    shares = pixels / np.maximum(pixels.sum(axis=1, keepdims=True), 1)
-    strata = _strata(shares, n_groups=8, seed=seed)
+    strata = _pixel_strata(manifest, seed)
     ids = np.arange(n)
     parts = {"train": ids, "val": ids[:0], "test": ids[:0]}
     if n_val + n_test:
@@ -117,14 +122,34 @@ def _complete(parts: dict[str, pd.DataFrame], params: SplitParams, seed: int) ->
 
 
 def split(manifest: pd.DataFrame, params: SplitParams, seed: int) -> tuple[dict[str, pd.DataFrame], str]:
-    """Split the clean manifest; returns the parts and how they were made ('predefined...' or 'ratio')."""
+    """Split the clean manifest; returns the parts (train, val, test and unlabelled) and how they were made."""
     use_predefined = params.predefined == "use" or (params.predefined == "auto" and _has_predefined(manifest))
     if use_predefined:
         if not _has_predefined(manifest):
             raise SegpipeError("split.predefined is 'use' but some samples have no train/val/test source split")
         parts = {name: manifest[manifest.source_split == name].reset_index(drop=True) for name in SPLITS}
-        return parts, _complete(parts, params, seed)
-    return _ratio_split(manifest, params, seed), "ratio"
+        how = _complete(parts, params, seed)
+    else:
+        parts, how = _ratio_split(manifest, params, seed), "ratio"
+    return parts, how + _keep_labels(parts, params, seed)
+
+
+def _keep_labels(parts: dict[str, pd.DataFrame], params: SplitParams, seed: int) -> str:
+    """Keep the labels of a seeded ``label_fraction`` of train, stratified as the split is; the rest of train
+    becomes the unlabelled split (in place). Says what it did ('' when it kept all)."""
+    train = parts["train"]
+    keep = max(1, round(len(train) * params.label_fraction))
+    if keep >= len(train):
+        parts[UNLABELLED] = train.iloc[:0]
+        return ""
+    if params.stratify == "classes_present":
+        present = np.array(train.class_pixels.tolist()) > 0
+        picked = _classes_present_split(present, {"train": keep, UNLABELLED: len(train) - keep}, seed)
+        kept, left = picked["train"], picked[UNLABELLED]
+    else:
+        left, kept = _stratified(np.arange(len(train)), _pixel_strata(train, seed), keep, seed)
+    parts["train"], parts[UNLABELLED] = (train.iloc[np.sort(idx)].reset_index(drop=True) for idx in (kept, left))
+    return f"; labels of {keep} of {len(train)} train images kept (split.label_fraction {params.label_fraction})"
 
 
 def class_shares(parts: dict[str, pd.DataFrame], names: list[str]) -> dict[str, dict[str, float]]:

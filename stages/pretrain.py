@@ -1,0 +1,99 @@
+"""Stage 5 of 8 (optional): pretrain the model's encoder as a denoising / masked autoencoder on the train images,
+those of the unlabelled split included (split.label_fraction)."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import torch
+
+from segpipe import checkpoint
+from segpipe.config import Params
+from segpipe.data.split import UNLABELLED
+from segpipe.distributed import init_runtime, shutdown
+from segpipe.fsutil import atomic_dir, write_atomic, write_json
+from segpipe.paths import CACHE, MODELS, PRETRAINED, REPORTS, SPLIT
+from segpipe.pretraining import VALIDATION_SEED, PretrainLearner, corrupt, encoder_weights
+from segpipe.stage import stage_main
+from segpipe.training import FitState, Trainer, fit
+from segpipe.viz import reconstruction_grid
+
+CHECKPOINT = MODELS / "checkpoints" / "pretrain_last.pt"
+REPORT_DIR = REPORTS / "pretrain"
+PREVIEW_IMAGES = 4
+
+
+def pretrain_params(params: Params) -> Params:
+    """``params`` with the training schedule of the pretrain section (epochs, batch, learning rate), from scratch."""
+    settings = params.pretrain
+    train = params.train.model_copy(update={
+        "epochs": settings.epochs, "batch_size": settings.batch_size,
+        "max_steps_per_epoch": settings.max_steps_per_epoch,
+        "optimizer": params.train.optimizer.model_copy(update={"lr": settings.lr}),
+        "early_stopping": params.train.early_stopping.model_copy(update={"patience": None})})
+    model = params.model.model_copy(update={"weights": None})  # the encoder learns from scratch
+    return params.model_copy(update={"train": train, "model": model})
+
+
+def _fingerprint(params: Params) -> str:
+    parts = (params.base.seed, params.model.model_dump(), params.pretrain.model_dump(), params.augment.model_dump())
+    return checkpoint.fingerprint(*parts, files=(CACHE / "augment_policy.json", CACHE / "train/samples.parquet"))
+
+
+@torch.no_grad()
+def _preview(trainer: Trainer, learner: PretrainLearner) -> None:
+    model = trainer.model.eval()
+    samples = [trainer.val_set[i]["image"] for i in range(min(PREVIEW_IMAGES, len(trainer.val_set)))]
+    images = trainer.eval_settings.device_transform(torch.stack(samples).to(trainer.runtime.device))
+    corrupted = corrupt(images, learner.settings, learner.std, torch.Generator().manual_seed(VALIDATION_SEED))
+    rows = list(zip(images, corrupted, model(corrupted), strict=True))
+    normalize = trainer.policy["normalize"]
+    reconstruction_grid(rows, normalize["mean"], normalize["std"], REPORT_DIR / "preview.png")
+
+
+def run(params: Params) -> FitState | None:
+    """Write models/pretrained.pt (the encoder's weights, and the whole autoencoder for ``segpipe denoise``; no
+    encoder when pretraining is off) and reports/pretrain/ (summary.json; history.csv and preview.png)."""
+    if not params.pretrain.enabled:
+        with atomic_dir(REPORT_DIR) as folder:
+            write_json(folder / "summary.json", {"enabled": False, "model": params.model.name})
+        checkpoint.save({"encoder": {}, "model_name": params.model.name}, PRETRAINED)
+        print("pretrain: off (pretrain.enabled: false); models/pretrained.pt holds no encoder")
+        return None
+    runtime = init_runtime(params.base.device)
+    try:
+        started = time.monotonic()
+        learner = PretrainLearner.from_params(params)
+        splits = ("train", UNLABELLED) if (CACHE / UNLABELLED).is_dir() else ("train",)
+        trainer = Trainer(pretrain_params(params), CACHE, SPLIT, runtime, learner, splits, stage="pretrain")
+        REPORT_DIR.mkdir(parents=True, exist_ok=True)
+
+        def on_epoch(state: FitState, row: dict) -> None:
+            write_atomic(REPORT_DIR / "history.csv", lambda p: pd.DataFrame(state.history).to_csv(p, index=False))
+
+        state, best = fit(trainer, CHECKPOINT, _fingerprint(params), lambda state: None, on_epoch)
+        if runtime.is_main:
+            trainer.model.load_state_dict(best)
+            _preview(trainer, learner)
+            checkpoint.save({"encoder": encoder_weights(best), "autoencoder": best, "model_name": params.model.name,
+                             "config": trainer.config, "epoch": state.best_epoch, "val_psnr": state.best_score,
+                             "normalize": trainer.policy["normalize"]}, PRETRAINED)
+            write_json(REPORT_DIR / "summary.json", {
+                "enabled": True, "model": params.model.name, "images": len(trainer.train_set),
+                "epochs": state.epoch, "best_epoch": state.best_epoch, "best_val_psnr": state.best_score,
+                "seconds": round(time.monotonic() - started, 1)})
+            CHECKPOINT.unlink(missing_ok=True)
+            print(f"pretrain: best val PSNR {state.best_score:.2f} dB at epoch {state.best_epoch} -> {PRETRAINED} "
+                  f"(preview: {REPORT_DIR / 'preview.png'})")
+        return state
+    finally:
+        shutdown(runtime)
+
+
+def main() -> None:
+    stage_main("pretrain", run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Autoencoder pretraining: encoders of every model, the stage on the synthetic scenes, fine-tuning from it, the
+label fraction, resume, and dvc repro with pretraining on."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from segpipe import checkpoint
+from segpipe.errors import SegpipeError
+from segpipe.models.encoders import encoder_of, load_encoder
+from segpipe.pretraining import Autoencoder
+from segpipe.tasks import get_task
+from tests.conftest import (
+    DATA_STAGES,
+    REPO,
+    new_project,
+    sh,
+    staged_project,
+    tiny_instance_params,
+    tiny_train_params,
+    train_killed_after,
+    write_params,
+)
+
+PRETRAIN = {"enabled": True, "epochs": 3, "batch_size": 4, "lr": 0.003, "patch_size": 8}
+UNET = {"name": "unet", "unet": {"depth": 2, "base_width": 8}}
+MODELS = [("semantic", "unet", {"residual": False}), ("semantic", "unet", {"residual": True}),
+          ("semantic", "lraspp_mobilenet_v3_large", {}), ("semantic", "deeplabv3_mobilenet_v3_large", {}),
+          ("semantic", "fcn_resnet50", {}), ("instance", "maskrcnn_resnet18_fpn", {}),
+          ("panoptic", "panoptic_deeplab_unet", {}), ("panoptic", "panoptic_fpn_resnet18", {})]
+
+
+def model_config(task: str, name: str, unet: dict) -> dict:
+    from segpipe.data.synthetic import CATEGORIES
+
+    params = tiny_instance_params(task=task, model={"name": name, "unet": {"depth": 2, "base_width": 8, **unet},
+                                                    "mask_rcnn": {"fpn_channels": 16}})
+    return get_task(task).model_config(params, CATEGORIES)
+
+
+@pytest.mark.parametrize("task, name, unet", MODELS)
+def test_encoder_weights_load_into_every_model(task, name, unet, tmp_path):
+    config = model_config(task, name, unet)
+    torch.manual_seed(0)
+    source = get_task(task).build_model(config)
+    torch.manual_seed(1)
+    target = get_task(task).build_model(config)
+    weights = encoder_of(source).module.state_dict()
+    checkpoint.save({"encoder": weights, "model_name": name}, tmp_path / "pretrained.pt")
+    untouched = {k: v.clone() for k, v in target.state_dict().items()}
+    load_encoder(target, tmp_path / "pretrained.pt", name)
+    loaded = encoder_of(target).module.state_dict()
+    assert all(torch.equal(loaded[k], weights[k]) for k in weights)
+    encoder_params = {id(p) for p in encoder_of(target).module.parameters()}
+    others = [k for k, p in target.named_parameters() if id(p) not in encoder_params]
+    assert others and all(torch.equal(target.state_dict()[k], untouched[k]) for k in others)  # heads untouched
+
+
+def test_an_encoder_of_another_model_is_an_error_naming_both(tmp_path):
+    config = model_config("semantic", "unet", {})
+    weights = encoder_of(get_task("semantic").build_model(config)).module.state_dict()
+    checkpoint.save({"encoder": weights, "model_name": "unet"}, tmp_path / "pretrained.pt")
+    other = get_task("semantic").build_model(model_config("semantic", "lraspp_mobilenet_v3_large", {}))
+    with pytest.raises(SegpipeError, match="holds the encoder of unet, which does not fit model.name lraspp"):
+        load_encoder(other, tmp_path / "pretrained.pt", "lraspp_mobilenet_v3_large")
+    checkpoint.save({"encoder": {}, "model_name": "unet"}, tmp_path / "off.pt")
+    with pytest.raises(SegpipeError, match="holds no encoder .* pretrain.enabled: true"):
+        load_encoder(other, tmp_path / "off.pt", "unet")
+
+
+@pytest.mark.parametrize("task, name, unet", [MODELS[0], MODELS[2], MODELS[5]])
+def test_the_decoder_sees_only_the_deepest_features(task, name, unet):
+    """No skip connection: the decoder's one input is the encoder's last map, so an autoencoder cannot copy its
+    input; and images with equal deepest features get equal reconstructions."""
+    encoder = encoder_of(get_task(task).build_model(model_config(task, name, unet)))
+    model = Autoencoder(encoder, 8).eval()
+    seen = []
+    model.decoder.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape))
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        reconstruction = model(images)
+    assert reconstruction.shape == images.shape
+    assert seen == [torch.Size([2, encoder.channels, 64 // encoder.stride, 64 // encoder.stride])]
+    assert encoder.stride >= 4
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> Path:
+    params = tiny_train_params(model=UNET, pretrain=PRETRAIN, split={"label_fraction": 0.5})
+    return staged_project(tmp_path_factory.mktemp("pretrain"), params, (*DATA_STAGES, "pretrain"))
+
+
+def test_pretrain_stage_learns_to_reconstruct_and_writes_the_encoder(pretrained):
+    history = pd.read_csv(pretrained / "reports/pretrain/history.csv")
+    assert len(history) == 3 and history.train_loss.iloc[-1] < history.train_loss.iloc[0]
+    assert history.val_psnr.iloc[-1] > history.val_psnr.iloc[0]
+    saved = checkpoint.load(pretrained / "models/pretrained.pt")
+    assert saved["model_name"] == "unet" and saved["val_psnr"] == history.val_psnr.max()
+    assert set(saved["encoder"]) == set(encoder_of(get_task("semantic").build_model(saved["config"])).module
+                                        .state_dict())
+    assert (pretrained / "reports/pretrain/preview.png").stat().st_size > 10_000
+    # pretraining saw the unlabelled half of train too
+    train = pd.read_parquet(pretrained / "data/split/train.parquet")
+    unlabelled = pd.read_parquet(pretrained / "data/split/unlabelled.parquet")
+    assert len(unlabelled) and len(np.load(pretrained / "data/cache/unlabelled/image.npy")) == len(unlabelled)
+    assert len(train) == round((len(train) + len(unlabelled)) * 0.5)
+
+
+def test_training_starts_from_the_pretrained_encoder(pretrained, tmp_path):
+    from segpipe.distributed import Runtime
+    from segpipe.fsutil import working_directory
+    from segpipe.training import Trainer
+
+    params = tiny_train_params(model={**UNET, "weights": "pretrained"}, split={"label_fraction": 0.5})
+    with working_directory(pretrained):
+        trainer = Trainer(params, Path("data/cache"), Path("data/split"), Runtime(0, 1, torch.device("cpu")))
+    saved = checkpoint.load(pretrained / "models/pretrained.pt")["encoder"]
+    state = encoder_of(trainer.model).module.state_dict()
+    assert all(torch.equal(state[k], saved[k]) for k in saved)
+    assert len(trainer.train_set) == len(pd.read_parquet(pretrained / "data/split/train.parquet"))
+
+
+def test_label_fraction_is_seeded_and_keeps_every_class(workdir):
+    from segpipe.config import parse_params
+    from segpipe.data.split import UNLABELLED, split
+
+    staged_project(workdir, tiny_train_params(ingest={"synthetic": {"num_samples": 60, "size": [64, 64]}}),
+                   ("ingest", "clean"))
+    manifest = pd.read_parquet(workdir / "data/clean/manifest.parquet")
+    for stratify in ("pixel_shares", "classes_present"):
+        settings = parse_params({"split": {"label_fraction": 0.25, "stratify": stratify}}).split
+        parts, how = split(manifest, settings, seed=3)
+        again, _ = split(manifest, settings, seed=3)
+        whole, _ = split(manifest, parse_params({"split": {"stratify": stratify}}).split, seed=3)
+        assert "labels of 10 of 42 train images kept" in how
+        assert sorted([*parts["train"].sample_id, *parts[UNLABELLED].sample_id]) == sorted(whole["train"].sample_id)
+        assert parts["train"].sample_id.tolist() == again["train"].sample_id.tolist()
+        assert parts["val"].sample_id.tolist() == whole["val"].sample_id.tolist()
+        present = np.array(parts["train"].class_pixels.tolist()) > 0
+        assert present.any(axis=0).all()  # every class keeps labelled images
+
+
+@pytest.mark.slow
+def test_pretrain_resumes_after_kill_exactly(pretrained, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    runs = {}
+    for name in ("whole", "crashed"):
+        project = tmp_path / name
+        shutil.copytree(pretrained, project, ignore=shutil.ignore_patterns("mlflow.db", ".segpipe", "models"))
+        write_params(project / "params.yaml", tiny_train_params(model=UNET, pretrain={**PRETRAIN, "epochs": 4},
+                                                                split={"label_fraction": 0.5}))
+        if name == "crashed":
+            train_killed_after(project, 2, env, stage="pretrain")
+        done = subprocess.run([sys.executable, "-m", "stages.pretrain"], cwd=project, env=env, capture_output=True,
+                              text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[name] = checkpoint.load(project / "models/pretrained.pt")
+    assert "resuming after epoch 2" in done.stdout
+    whole, crashed = runs["whole"]["encoder"], runs["crashed"]["encoder"]
+    assert all(torch.equal(whole[k], crashed[k]) for k in whole)
+
+
+@pytest.mark.slow
+def test_dvc_repro_pretrains_then_fine_tunes(tmp_path):
+    params = tiny_train_params(model={**UNET, "weights": "pretrained"}, pretrain=PRETRAIN)
+    project = new_project(tmp_path / "project", params)
+    output = sh(project, "dvc", "repro")
+    assert "Running stage 'pretrain'" in output and "pretrain: best val PSNR" in output
+    assert output.index("pretrain: best val PSNR") < output.index("\ntrain: starting unet")
+    assert (project / "reports/metrics.json").exists() and (project / "export/model.onnx").exists()
+    off = tiny_train_params(model={**UNET, "weights": "pretrained"})
+    write_params(project / "params.yaml", off)
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    failed = subprocess.run(["dvc", "repro"], cwd=project, capture_output=True, text=True,
+                            env={**os.environ, "PATH": path})
+    assert failed.returncode != 0 and "holds no encoder" in failed.stderr
+
+
+def test_denoise_writes_the_reconstructions(pretrained, tmp_path):
+    images = sorted((pretrained / "data/raw/images").glob("*.png"))[:2]
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    done = subprocess.run([sys.executable, "-m", "segpipe.cli", "denoise", *map(str, images),
+                           str(tmp_path / "broken.png"), "--model", str(pretrained / "models/pretrained.pt"),
+                           "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert "wrote 2 reconstructions" in done.stdout and "skipped 1" in done.stdout and "broken.png" in done.stderr
+    from PIL import Image
+
+    for image in images:
+        original, cleaned = (np.asarray(Image.open(p)) for p in (image, tmp_path / "out" / image.name))
+        assert cleaned.shape == original.shape and cleaned.dtype == np.uint8
