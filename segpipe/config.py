@@ -331,6 +331,7 @@ class TrainParams(Section):
     schedule: ScheduleParams = ScheduleParams()
     loss: LossParams = LossParams()
     grad_clip: float | None = Field(None, gt=0)
+    freeze_encoder_epochs: int = Field(0, ge=0, description="keep the encoder's weights fixed for this many epochs")
     early_stopping: EarlyStoppingParams = EarlyStoppingParams()
     amp: Literal["bf16", "fp16", "off"] = Field("bf16", description="mixed precision on CUDA only")
     channels_last: bool = True
@@ -349,6 +350,7 @@ class PretrainParams(Section):
     batch_size: int = Field(8, ge=1)
     lr: float = Field(1e-3, gt=0)
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap steps per epoch (smoke runs)")
+    extra_images: str | None = Field(None, description="a folder of unlabelled images to pretrain on as well")
 
 
 class EvaluateParams(Section):

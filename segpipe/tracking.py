@@ -273,6 +273,14 @@ def start_run(params: Params, device: str, run_name: str | None = None) -> str:
     return local_id
 
 
+def continue_run(params: Params, run_id: str | None, device: str, run_name: str | None = None) -> str:
+    """The run of a resumed stage (``run_id``, marked running again), or a new one."""
+    if run_id:
+        reopen(params, run_id)
+        return run_id
+    return start_run(params, device, run_name)
+
+
 def server_run_id(run_id: str) -> str | None:
     """The MLflow run id behind a local id (None while the run is still only in the outbox)."""
     return _run_ids().get(run_id)

@@ -21,7 +21,7 @@ from segpipe.data.canonical import Categories
 from segpipe.data.dataset import CachedSegmentation
 from segpipe.distributed import Runtime, sync_buffers
 from segpipe.engine import StepSettings, eval_loader, train_loader, train_one_epoch, validate
-from segpipe.models.encoders import load_encoder
+from segpipe.models.encoders import encoder_of, load_encoder
 from segpipe.optim import build_optimizer, build_scheduler
 from segpipe.paths import PRETRAINED
 from segpipe.progress import duration
@@ -53,10 +53,11 @@ class Trainer:
     """Owns the model, optimizer, schedule and loaders of one training run."""
 
     def __init__(self, params: Params, cache_dir: Path, split_dir: Path, runtime: Runtime,
-                 learner: Learner | None = None, train_splits: tuple[str, ...] = ("train",),
+                 learner: Learner | None = None, train_splits: tuple[str | Path, ...] = ("train",),
                  stage: str = "train") -> None:
         """``learner``: what to train (the task of ``params.task`` unless given); ``train_splits``: the cached
-        splits it trains on (validation is always the val split); ``stage`` names it in the log lines."""
+        splits it trains on, by name or folder (validation is always the val split); ``stage`` names it in the
+        log lines."""
         self.params, self.runtime, self.stage = params, runtime, stage
         self.policy = json.loads((cache_dir / "augment_policy.json").read_text())
         self.categories = Categories.load(cache_dir / "categories.json")
@@ -68,6 +69,9 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.net = DistributedDataParallel(model) if runtime.distributed else model
+        self.frozen = False  # the encoder's weights are fixed for the first train.freeze_encoder_epochs epochs
+        self.encoder_params = [p for p in encoder_of(model).module.parameters() if p.requires_grad] \
+            if params.train.freeze_encoder_epochs else []
         ignore = self.categories.ignore_index
         sample_transform = build(self.policy["sample"], ignore, task.with_instances, params.augment.min_instance_pixels)
         parts = [CachedSegmentation(cache_dir / name, sample_transform, task.with_instances) for name in train_splits]
@@ -120,6 +124,7 @@ class Trainer:
         params, runtime = self.params, self.runtime
         torch.manual_seed(params.base.seed * 1_000 + epoch)
         task, collate = self.task, self.task.collate
+        self._freeze_encoder(epoch < params.train.freeze_encoder_epochs)
         loader = train_loader(self.train_set, self.batch_size, params.train.loader_workers, params.base.seed,
                               epoch, runtime, collate)
         train = train_one_epoch(self.net, loader, self.criterion, self.optimizer, self.scheduler, self.scaler,
@@ -132,6 +137,17 @@ class Trainer:
         return {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train.items()},
                 **{f"val_{k}": v for k, v in val.items()}, "lr": self.optimizer.param_groups[0]["lr"],
                 "images_per_s": images_per_s}
+
+    def _freeze_encoder(self, frozen: bool) -> None:
+        """Fix or free the encoder's weights (no gradients, so the optimizer leaves them, weight decay included);
+        DDP is wrapped again, as it only synchronises the parameters that need gradients when it is built."""
+        if frozen == self.frozen:
+            return
+        for parameter in self.encoder_params:
+            parameter.requires_grad_(not frozen)
+        self.frozen = frozen
+        if self.runtime.distributed:
+            self.net = DistributedDataParallel(self.model)
 
     @property
     def objective(self) -> str:

@@ -3,19 +3,24 @@ those of the unlabelled split included (split.label_fraction)."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import pandas as pd
 import torch
 
-from segpipe import checkpoint
+from segpipe import checkpoint, tracking
 from segpipe.config import Params
+from segpipe.data.extra_images import cache_extra_images
 from segpipe.data.split import UNLABELLED
 from segpipe.distributed import init_runtime, shutdown
 from segpipe.fsutil import atomic_dir, write_atomic, write_json
 from segpipe.paths import CACHE, MODELS, PRETRAINED, REPORTS, SPLIT
 from segpipe.pretraining import VALIDATION_SEED, PretrainLearner, corrupt, encoder_weights
-from segpipe.stage import stage_main
+from segpipe.stage import stage_main, warn
 from segpipe.training import FitState, Trainer, fit
 from segpipe.viz import reconstruction_grid
 
@@ -34,6 +39,20 @@ def pretrain_params(params: Params) -> Params:
         "early_stopping": params.train.early_stopping.model_copy(update={"patience": None})})
     model = params.model.model_copy(update={"weights": None})  # the encoder learns from scratch
     return params.model_copy(update={"train": train, "model": model})
+
+
+def _extra_cache(params: Params, folder: Path) -> Path:
+    """Cache the images of ``pretrain.extra_images`` at the train cache's size; the unreadable ones are rows of
+    reports/pretrain/extra_rejects.csv."""
+    policy = json.loads((CACHE / "augment_policy.json").read_text())
+    label_dtype = "uint8" if policy["ignore_index"] == 255 else "uint16"
+    rejects = cache_extra_images(params.pretrain.extra_images, folder / "extra", tuple(policy["size"]), label_dtype,
+                                 params.base.workers)
+    write_atomic(REPORT_DIR / "extra_rejects.csv", lambda p: rejects.to_csv(p, index=False))
+    if len(rejects):
+        warn("pretrain", f"{len(rejects)} of the extra images cannot be read and are left out; see "
+                         f"{REPORT_DIR / 'extra_rejects.csv'}")
+    return folder / "extra"
 
 
 def _fingerprint(params: Params) -> str:
@@ -62,17 +81,26 @@ def run(params: Params) -> FitState | None:
         print("pretrain: off (pretrain.enabled: false); models/pretrained.pt holds no encoder")
         return None
     runtime = init_runtime(params.base.device)
+    extra_dir = Path(tempfile.mkdtemp(prefix="pretrain-extra-", dir=CACHE.parent)).resolve()
     try:
         started = time.monotonic()
         learner = PretrainLearner.from_params(params)
-        splits = ("train", UNLABELLED) if (CACHE / UNLABELLED).is_dir() else ("train",)
-        trainer = Trainer(pretrain_params(params), CACHE, SPLIT, runtime, learner, splits, stage="pretrain")
+        splits: list[str | Path] = ["train", UNLABELLED] if (CACHE / UNLABELLED).is_dir() else ["train"]
         REPORT_DIR.mkdir(parents=True, exist_ok=True)
+        if params.pretrain.extra_images:
+            splits.append(_extra_cache(params, extra_dir))
+        trainer = Trainer(pretrain_params(params), CACHE, SPLIT, runtime, learner, tuple(splits), stage="pretrain")
+
+        def on_start(state: FitState) -> None:
+            if runtime.is_main:
+                state.run_id = tracking.continue_run(params, state.run_id, str(runtime.device), "pretrain")
 
         def on_epoch(state: FitState, row: dict) -> None:
             write_atomic(REPORT_DIR / "history.csv", lambda p: pd.DataFrame(state.history).to_csv(p, index=False))
+            tracking.log_metrics(params, state.run_id, {f"pretrain_{k}": v for k, v in row.items() if k != "epoch"},
+                                 step=row["epoch"])
 
-        state, best = fit(trainer, CHECKPOINT, _fingerprint(params), lambda state: None, on_epoch)
+        state, best = fit(trainer, CHECKPOINT, _fingerprint(params), on_start, on_epoch)
         if runtime.is_main:
             trainer.model.load_state_dict(best)
             _preview(trainer, learner)
@@ -82,12 +110,16 @@ def run(params: Params) -> FitState | None:
             write_json(REPORT_DIR / "summary.json", {
                 "enabled": True, "model": params.model.name, "images": len(trainer.train_set),
                 "epochs": state.epoch, "best_epoch": state.best_epoch, "best_val_psnr": state.best_score,
-                "seconds": round(time.monotonic() - started, 1)})
+                "seconds": round(time.monotonic() - started, 1), "mlflow_run_id": state.run_id or ""})
+            tracking.log_artifacts(params, state.run_id, [REPORT_DIR / name for name in
+                                                          ("history.csv", "preview.png", "summary.json")], "pretrain")
+            tracking.finish(params, state.run_id)
             CHECKPOINT.unlink(missing_ok=True)
             print(f"pretrain: best val PSNR {state.best_score:.2f} dB at epoch {state.best_epoch} -> {PRETRAINED} "
                   f"(preview: {REPORT_DIR / 'preview.png'})")
         return state
     finally:
+        shutil.rmtree(extra_dir, ignore_errors=True)
         shutdown(runtime)
 
 

@@ -32,12 +32,8 @@ def run(params: Params) -> FitState:
         trainer = Trainer(params, CACHE, SPLIT, runtime)
 
         def on_start(state: FitState) -> None:
-            if not runtime.is_main:
-                return
-            if state.run_id:
-                tracking.reopen(params, state.run_id)
-            else:
-                state.run_id = tracking.start_run(params, str(runtime.device))
+            if runtime.is_main:
+                state.run_id = tracking.continue_run(params, state.run_id, str(runtime.device))
 
         def on_epoch(state: FitState, row: dict) -> None:
             write_atomic(HISTORY, lambda p: pd.DataFrame(state.history).to_csv(p, index=False))

@@ -197,3 +197,69 @@ def test_denoise_writes_the_reconstructions(pretrained, tmp_path):
     for image in images:
         original, cleaned = (np.asarray(Image.open(p)) for p in (image, tmp_path / "out" / image.name))
         assert cleaned.shape == original.shape and cleaned.dtype == np.uint8
+
+
+def test_a_frozen_encoder_keeps_its_pretrained_weights_then_learns(pretrained):
+    from segpipe.distributed import Runtime
+    from segpipe.fsutil import working_directory
+    from segpipe.training import Trainer
+
+    params = tiny_train_params(model={**UNET, "weights": "pretrained"}, split={"label_fraction": 0.5},
+                               train={"epochs": 2, "batch_size": 4, "loader_workers": 0, "freeze_encoder_epochs": 1})
+    with working_directory(pretrained):
+        trainer = Trainer(params, Path("data/cache"), Path("data/split"), Runtime(0, 1, torch.device("cpu")))
+        start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        encoder = set(encoder_of(trainer.model).module.state_dict())
+        weights = [k for k, _ in trainer.model.named_parameters()]
+        trainer.run_epoch(0)
+        after_one = trainer.model.state_dict()
+        assert all(torch.equal(after_one[f"{k}"], start[k]) for k in weights if k.split(".", 1)[0] in ("stem", "down"))
+        assert not all(torch.equal(after_one[k], start[k]) for k in weights if k.startswith("head"))
+        trainer.run_epoch(1)
+        assert not all(torch.equal(trainer.model.state_dict()[k], start[k]) for k in weights if k.startswith("down"))
+    assert encoder and all(p.requires_grad for p in trainer.model.parameters())
+
+
+def test_pretraining_is_an_mlflow_run_with_its_curve_and_preview(pretrained):
+    import json
+
+    import mlflow
+
+    summary = json.loads((pretrained / "reports/pretrain/summary.json").read_text())
+    assert summary["enabled"] and summary["images"] > 0 and summary["seconds"] > 0
+    client = mlflow.MlflowClient(f"sqlite:///{pretrained / 'mlflow.db'}")
+    from segpipe import tracking
+    from segpipe.fsutil import working_directory
+
+    with working_directory(pretrained):
+        run_id = tracking.server_run_id(summary["mlflow_run_id"])
+    run = client.get_run(run_id)
+    assert run.info.run_name == "pretrain" and run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run_id, "pretrain_val_psnr")] == [1, 2, 3]
+    assert {a.path for a in client.list_artifacts(run_id, "pretrain")} == {
+        "pretrain/history.csv", "pretrain/preview.png", "pretrain/summary.json"}
+
+
+def test_extra_unlabelled_images_join_pretraining_and_bad_ones_are_reported(pretrained, tmp_path):
+    import json
+
+    from PIL import Image
+
+    from tests.conftest import scene
+
+    project = tmp_path / "project"
+    shutil.copytree(pretrained, project, ignore=shutil.ignore_patterns("mlflow.db", ".segpipe", "models"))
+    extra = tmp_path / "photos"
+    (extra / "more").mkdir(parents=True)
+    for i in range(5):
+        Image.fromarray(scene(80, 60, seed=100 + i)[0]).save(extra / ("more" if i % 2 else "") / f"p{i}.jpg")
+    (extra / "broken.png").write_bytes(b"\x89PNG truncated")
+    params = tiny_train_params(model=UNET, split={"label_fraction": 0.5}, tracking={"enabled": False},
+                               pretrain={**PRETRAIN, "epochs": 1, "extra_images": str(extra)})
+    staged_project(project, params, ("pretrain",))
+    summary = json.loads((project / "reports/pretrain/summary.json").read_text())
+    splits = [pd.read_parquet(project / f"data/split/{name}.parquet") for name in ("train", "unlabelled")]
+    assert summary["images"] == sum(len(s) for s in splits) + 5
+    rejects = pd.read_csv(project / "reports/pretrain/extra_rejects.csv")
+    assert rejects.file.tolist() == [str(extra / "broken.png")] and "cannot be decoded" in rejects.reason[0]
+    assert not list((project / "data").glob("pretrain-extra-*"))  # the extra cache is temporary

@@ -62,9 +62,10 @@ def _fill_slot(job: tuple[int, dict], out_dir: Path, size: tuple[int, int]) -> N
     images = np.load(out_dir / IMAGE_FILE, mmap_mode="r+")
     images[index] = pixels
     images.flush()
-    semantic = np.load(out_dir / SEMANTIC_FILE, mmap_mode="r+")
-    semantic[index] = resize_labels(load_label(row["semantic"]), size)
-    semantic.flush()
+    if row["semantic"]:  # images without labels (pretraining's extra images) keep a label map of zeros
+        semantic = np.load(out_dir / SEMANTIC_FILE, mmap_mode="r+")
+        semantic[index] = resize_labels(load_label(row["semantic"]), size)
+        semantic.flush()
     if row["instance"]:
         instance = np.load(out_dir / INSTANCE_FILE, mmap_mode="r+")
         instance[index] = resize_labels(load_label(row["instance"]), size)
