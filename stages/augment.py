@@ -23,9 +23,8 @@ def run(params: Params) -> dict:
     """Build data/cache/<split>/ arrays, data/cache/augment_policy.json and reports/augment_preview.png."""
     categories = Categories.load(SPLIT / CATEGORIES_FILE)
     parts = {name: read_manifest(SPLIT / f"{name}.parquet") for name in SPLITS}
-    unlabelled = read_manifest(SPLIT / f"{UNLABELLED}.parquet")
-    if len(unlabelled):  # cached for pretraining only
-        parts[UNLABELLED] = unlabelled
+    if (SPLIT / f"{UNLABELLED}.parquet").is_file():  # cached for pretraining only
+        parts[UNLABELLED] = read_manifest(SPLIT / f"{UNLABELLED}.parquet")
     size = target_size(pd.concat(parts.values()), params.augment.cache_size)
     check_crop_fits(params.augment.crop_size, size, from_cache_size=params.augment.cache_size is not None)
     label_dtype = "uint8" if categories.ignore_index == 255 else "uint16"

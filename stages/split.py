@@ -11,7 +11,8 @@ from segpipe.stage import stage_main, warn
 
 
 def run(params: Params) -> dict:
-    """Write data/split/{train,val,test,unlabelled}.parquet and reports/split.json."""
+    """Write data/split/{train,val,test}.parquet (and unlabelled.parquet with split.label_fraction below 1) and
+    reports/split.json."""
     categories = Categories.load(CLEAN / CATEGORIES_FILE)
     parts, method = split(read_manifest(CLEAN / MANIFEST_FILE), params.split, params.base.seed)
     with atomic_dir(SPLIT) as tmp:
@@ -25,7 +26,7 @@ def run(params: Params) -> dict:
         **coverage({name: parts[name] for name in SPLITS}, categories, params.clean.warn_ignore_share),
     }
     write_json(REPORTS / "split.json", report)
-    print(f"split ({method}): " + ", ".join(f"{k} {v}" for k, v in report["sizes"].items() if v or k in SPLITS))
+    print(f"split ({method}): " + ", ".join(f"{k} {v}" for k, v in report["sizes"].items()))
     for line in report["warnings"]:
         warn("split", line)
     return report

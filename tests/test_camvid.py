@@ -47,7 +47,7 @@ def test_camvid_end_to_end_smoke(camvid_root, workdir):
     assert summary["checked"] == summary["kept"] == 701
     report = split.run(params)
     assert report["method"] == "predefined"
-    assert report["sizes"] == {"train": 367, "val": 101, "test": 233, "unlabelled": 0}
+    assert report["sizes"] == {"train": 367, "val": 101, "test": 233}
     train_split = read_manifest(SPLIT / "train.parquet")
     assert (train_split.width == 480).all() and (train_split.height == 360).all()
     labels = np.unique(np.concatenate([np.unique(load_label(p)) for p in train_split.semantic[:40]]))

@@ -122,7 +122,8 @@ def _complete(parts: dict[str, pd.DataFrame], params: SplitParams, seed: int) ->
 
 
 def split(manifest: pd.DataFrame, params: SplitParams, seed: int) -> tuple[dict[str, pd.DataFrame], str]:
-    """Split the clean manifest; returns the parts (train, val, test and unlabelled) and how they were made."""
+    """Split the clean manifest; returns the parts (train, val, test, and unlabelled when ``label_fraction`` leaves
+    labels out) and how they were made."""
     use_predefined = params.predefined == "use" or (params.predefined == "auto" and _has_predefined(manifest))
     if use_predefined:
         if not _has_predefined(manifest):
@@ -140,7 +141,6 @@ def _keep_labels(parts: dict[str, pd.DataFrame], params: SplitParams, seed: int)
     train = parts["train"]
     keep = max(1, round(len(train) * params.label_fraction))
     if keep >= len(train):
-        parts[UNLABELLED] = train.iloc[:0]
         return ""
     if params.stratify == "classes_present":
         present = np.array(train.class_pixels.tolist()) > 0
