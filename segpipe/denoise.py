@@ -9,12 +9,10 @@ import torch
 from PIL import Image
 
 from segpipe import checkpoint
-from segpipe.data.imageio import DecodeError, load_image
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import atomic_path
-from segpipe.predict import PredictReport, expand_inputs
+from segpipe.predict import PredictReport, readable_images
 from segpipe.pretraining import PretrainLearner
-from segpipe.progress import track
 from segpipe.transforms import build, input_spec
 
 
@@ -33,20 +31,12 @@ def load_autoencoder(path: Path) -> tuple[torch.nn.Module, dict]:
 @torch.no_grad()
 def denoise(model_path: str | Path, inputs: list[str], out_dir: Path) -> PredictReport:
     """Write ``<stem>.png``, the reconstruction of each readable image, to ``out_dir``; report the others."""
-    files = expand_inputs(inputs)
-    if not files:
-        raise SegpipeError(f"no images found in {' '.join(inputs)}")
     model, normalize = load_autoencoder(Path(model_path))
     to_input = build(input_spec(normalize["mean"], normalize["std"]), 255)
     mean, std = (torch.tensor(normalize[key])[:, None, None] for key in ("mean", "std"))
-    out_dir.mkdir(parents=True, exist_ok=True)
     report = PredictReport()
-    for path in track(files, len(files), "denoise"):
-        try:
-            pixels = load_image(path).pixels
-        except DecodeError as exc:
-            report.skipped.append((path, str(exc)))
-            continue
+    for path, pixels in readable_images(inputs, report, "denoise"):
+        out_dir.mkdir(parents=True, exist_ok=True)
         output = model(to_input(torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)))[0]
         picture = ((output * std + mean).clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
         target = out_dir / f"{path.stem}.png"

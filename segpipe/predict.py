@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import glob
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,21 +100,26 @@ class PredictReport:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def predict(predictor: Predictor, inputs: list[str], out_dir: Path) -> PredictReport:
-    """Write the task's files per readable image (``<stem>.png`` and ``<stem>_overlay.png``, and for objects
-    ``predictions.json`` in COCO results format for the run); report the others."""
+def readable_images(inputs: list[str], report: PredictReport, desc: str) -> Iterator[tuple[Path, np.ndarray]]:
+    """(path, RGB pixels) of every readable image among ``inputs`` (files, folders, globs), with progress; the
+    unreadable ones go to ``report.skipped``. No image at all is an error."""
     files = expand_inputs(inputs)
     if not files:
         raise SegpipeError(f"no images found in {' '.join(inputs)}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = PredictReport()
-    results: list[dict] | None = None  # COCO results of the run, when the task gives them
-    for path in track(files, len(files), "predict"):
+    for path in track(files, len(files), desc):
         try:
-            pixels = load_image(path).pixels
+            yield path, load_image(path).pixels
         except DecodeError as exc:
             report.skipped.append((path, str(exc)))
-            continue
+
+
+def predict(predictor: Predictor, inputs: list[str], out_dir: Path) -> PredictReport:
+    """Write the task's files per readable image (``<stem>.png`` and ``<stem>_overlay.png``, and for objects
+    ``predictions.json`` in COCO results format for the run); report the others."""
+    report = PredictReport()
+    results: list[dict] | None = None  # COCO results of the run, when the task gives them
+    for path, pixels in readable_images(inputs, report, "predict"):
+        out_dir.mkdir(parents=True, exist_ok=True)
         rendered = predictor.task.render(predictor.outputs(pixels), pixels, predictor.categories, predictor.output)
         target = out_dir / f"{path.stem}.png"
         with atomic_path(target) as tmp:

@@ -6,7 +6,7 @@ import pandas as pd
 import torch
 
 from segpipe.config import Params
-from segpipe.data.cache import build_split_cache, check_crop_fits, target_size
+from segpipe.data.cache import build_split_cache, check_crop_fits, label_dtype, target_size
 from segpipe.data.canonical import CATEGORIES_FILE, Categories, read_manifest
 from segpipe.data.dataset import CachedSegmentation
 from segpipe.data.split import SPLITS, UNLABELLED
@@ -27,7 +27,6 @@ def run(params: Params) -> dict:
         parts[UNLABELLED] = read_manifest(SPLIT / f"{UNLABELLED}.parquet")
     size = target_size(pd.concat(parts.values()), params.augment.cache_size)
     check_crop_fits(params.augment.crop_size, size, from_cache_size=params.augment.cache_size is not None)
-    label_dtype = "uint8" if categories.ignore_index == 255 else "uint16"
     with_instances = bool((parts["train"].instance != "").all()) and any(c.isthing for c in categories.items)
     policy = {
         "sample": sample_spec(params.augment),
@@ -41,7 +40,7 @@ def run(params: Params) -> dict:
     }
     with atomic_dir(CACHE) as tmp:
         for name, frame in parts.items():
-            build_split_cache(frame, tmp / name, size, label_dtype, params.base.workers, name)
+            build_split_cache(frame, tmp / name, size, label_dtype(categories.ignore_index), params.base.workers, name)
         categories.save(tmp / CATEGORIES_FILE)
         write_json(tmp / POLICY_FILE, policy)
     torch.manual_seed(params.base.seed)

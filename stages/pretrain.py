@@ -14,6 +14,7 @@ import torch
 
 from segpipe import checkpoint, tracking
 from segpipe.config import Params
+from segpipe.data.cache import label_dtype
 from segpipe.data.extra_images import cache_extra_images
 from segpipe.data.split import UNLABELLED
 from segpipe.distributed import init_runtime, shutdown
@@ -45,9 +46,8 @@ def _extra_cache(params: Params, folder: Path) -> Path:
     """Cache the images of ``pretrain.extra_images`` at the train cache's size; the unreadable ones are rows of
     reports/pretrain/extra_rejects.csv."""
     policy = json.loads((CACHE / "augment_policy.json").read_text())
-    label_dtype = "uint8" if policy["ignore_index"] == 255 else "uint16"
-    rejects = cache_extra_images(params.pretrain.extra_images, folder / "extra", tuple(policy["size"]), label_dtype,
-                                 params.base.workers)
+    rejects = cache_extra_images(params.pretrain.extra_images, folder / "extra", tuple(policy["size"]),
+                                 label_dtype(policy["ignore_index"]), params.base.workers)
     write_atomic(REPORT_DIR / "extra_rejects.csv", lambda p: rejects.to_csv(p, index=False))
     if len(rejects):
         warn("pretrain", f"{len(rejects)} of the extra images cannot be read and are left out; see "
@@ -86,7 +86,8 @@ def run(params: Params) -> FitState | None:
         started = time.monotonic()
         learner = PretrainLearner.from_params(params)
         splits: list[str | Path] = ["train", UNLABELLED] if (CACHE / UNLABELLED).is_dir() else ["train"]
-        REPORT_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(REPORT_DIR, ignore_errors=True)  # no report of an earlier run stays (history is rewritten)
+        REPORT_DIR.mkdir(parents=True)
         if params.pretrain.extra_images:
             splits.append(_extra_cache(params, extra_dir))
         trainer = Trainer(pretrain_params(params), CACHE, SPLIT, runtime, learner, tuple(splits), stage="pretrain")

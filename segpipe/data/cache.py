@@ -31,6 +31,11 @@ def target_size(frame: pd.DataFrame, cache_size: tuple[int, int] | None) -> tupl
     return int(height), int(width)
 
 
+def label_dtype(ignore_index: int) -> str:
+    """The dtype of cached label maps: 8 bits, or 16 when the ignore index says the classes need them."""
+    return "uint8" if ignore_index == 255 else "uint16"
+
+
 def check_crop_fits(crop_size: tuple[int, int] | None, size: tuple[int, int], from_cache_size: bool) -> None:
     """Refuse a training crop larger than the cached images: it would upsample every sample it trains on."""
     if not crop_size or (crop_size[0] <= size[0] and crop_size[1] <= size[1]):

@@ -135,6 +135,12 @@ def coco_results(records: list[tuple[str, ImageRecord]]) -> list[dict[str, Any]]
             for sample_id, record in records for d in record.detections]
 
 
+def busiest_input(inputs: list[torch.Tensor], runs: list[list[Any]]) -> torch.Tensor:
+    """The input whose run (boxes first) has the most detections: a detector traced on an image without any can
+    lose its mask branch (torchvision #3291)."""
+    return inputs[int(np.argmax([len(run[0]) for run in runs[:len(inputs)]]))]
+
+
 def require_things(task: str, categories: Categories) -> None:
     """Refuse to train an object task on a class list without object classes."""
     if not any(c.isthing for c in categories.items):
@@ -219,7 +225,7 @@ class InstanceTask(Task):
         model = self.onnx_module(trained.model)
         checked = [*inputs, torch.zeros_like(inputs[0])]  # the test images and a blank one
         torch_runs = [[t.numpy() for t in self.onnx_outputs(trained.model, x)] for x in checked]
-        example = inputs[int(np.argmax([len(run[0]) for run in torch_runs[:len(inputs)]]))]
+        example = busiest_input(inputs, torch_runs)
         axes = {INPUT: {2: "height", 3: "width"}, "masks": {0: "detections", 2: "height", 3: "width"},
                 **{name: {0: "detections"} for name in ("boxes", "labels", "scores")}}
         export_onnx(model, path, example, params.export.opset, self.output_names, axes)

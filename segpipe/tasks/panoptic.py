@@ -38,7 +38,6 @@ from segpipe.tasks.panoptic_models import (
     BY_POSTPROCESS,
     FAMILIES,
     DeepLabFamily,
-    FPNFamily,
     RawOutputs,
     family_of,
     postprocess_settings,
@@ -210,21 +209,19 @@ class PanopticTask(Task):
         family = FAMILIES[config["name"]]
         checked = [*inputs, torch.zeros_like(inputs[0])]
         torch_runs = [self.onnx_outputs(trained.model, x) for x in checked]
-        # a detector is traced on the image with the most detections (one without can lose its mask branch)
-        example = inputs[int(np.argmax([int(run[0].shape[0]) if isinstance(family, FPNFamily) else 0
-                                        for run in torch_runs[:len(inputs)]]))]
+        example = family.trace_input(inputs, torch_runs)
         module = self.onnx_module(trained.model)
         export_onnx(module, path, example, params.export.opset, family.output_names, family.dynamic_axes())
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         onnx_runs = [[torch.from_numpy(a) for a in session.run(None, {INPUT: x.numpy()})] for x in checked]
+        truths = [collate_instances([sample]) for sample in samples]  # one by one: test images may differ in size
         scores = {}
         agree = total = 0
         for engine, runs in (("torch", torch_runs), ("onnx", onnx_runs)):
             evaluator = PanopticEvaluator(trained.categories, config)
             maps = [evaluator.predict(run) for run in runs]
-            for sample, predicted in zip(samples, maps, strict=False):
-                evaluator.add(sample["semantic"].as_subclass(torch.Tensor),
-                              collate_instances([sample])["targets"][0], predicted)
+            for truth, predicted in zip(truths, maps, strict=False):
+                evaluator.add(truth["semantic"][0], truth["targets"][0], predicted)
             scores[engine] = (evaluator.compute()["pq"], maps)
         for expected, got in zip(scores["torch"][1], scores["onnx"][1], strict=True):
             agree += int(((expected.category == got.category) & (expected.instance == got.instance)).sum())

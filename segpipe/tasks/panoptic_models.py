@@ -14,7 +14,7 @@ from segpipe.models.panoptic import ExportablePanopticFPN, PanopticDeepLab, Pano
 from segpipe.onnx_export import INPUT, SPATIAL_AXES
 from segpipe.panoptic_postprocess import PanopticMap, deeplab_panoptic, fpn_panoptic
 from segpipe.tasks.base import Criterion
-from segpipe.tasks.instance import detection_targets
+from segpipe.tasks.instance import busiest_input, detection_targets
 
 RawOutputs = list[torch.Tensor]  # one image's outputs in the ONNX model's order, batch dimensions as ONNX has them
 
@@ -105,6 +105,10 @@ class Family:
     def onnx_module(self, model: nn.Module) -> nn.Module:
         return model
 
+    def trace_input(self, inputs: list[torch.Tensor], torch_runs: list[RawOutputs]) -> torch.Tensor:
+        """The parity input that export traces on."""
+        return inputs[0]
+
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         raise NotImplementedError
 
@@ -153,6 +157,9 @@ class FPNFamily(Family):
 
     def onnx_module(self, model: nn.Module) -> nn.Module:
         return ExportablePanopticFPN(model).eval()
+
+    def trace_input(self, inputs: list[torch.Tensor], torch_runs: list[RawOutputs]) -> torch.Tensor:
+        return busiest_input(inputs, torch_runs)
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         return {INPUT: {2: "height", 3: "width"}, "masks": {0: "detections", 2: "height", 3: "width"},
