@@ -12,6 +12,7 @@ import itertools
 import json
 import math
 import random
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -25,9 +26,11 @@ from flows.pipeline import stage_environment
 from segpipe import tracking
 from segpipe.config import Params, RangeSpec, SweepParams, load_params, parse_params
 from segpipe.errors import SegpipeError
-from segpipe.fsutil import working_directory
+from segpipe.fsutil import working_directory, write_json
 from segpipe.overrides import apply_overrides, dvc_set_args
 from segpipe.tasks import get_task
+
+SEED_KEY = "base.seed"  # trials that differ only in it are one arm of an experiment
 
 
 def grid(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -75,8 +78,16 @@ def _trial_metrics(project: Path, name: str) -> dict[str, float]:
                 if revision.get("name") == name:
                     files = (revision.get("data") or {}).get("metrics", {})
                     test = files.get("reports/metrics.json", {}).get("data", {}).get("test", {})
-                    return {f"test_{k}": v for k, v in test.items() if isinstance(v, int | float)}
+                    pretrain = files.get("reports/pretrain.json", {}).get("data", {})
+                    metrics = {f"test_{k}": v for k, v in test.items() if _is_number(v)}
+                    if pretrain.get("enabled"):  # the pretraining this trial fine-tuned from (or could have)
+                        metrics |= {f"pretrain_{k}": v for k, v in pretrain.items() if _is_number(v)}
+                    return metrics
     raise SegpipeError(f"experiment {name} has no metrics in `dvc exp show`")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @task(task_run_name="{name}")
@@ -103,7 +114,31 @@ def summary_table(results: list[dict[str, Any]], sweep: SweepParams) -> list[dic
     return sorted(results, key=lambda r: r["metrics"].get(sweep.objective, missing), reverse=reverse)
 
 
-def summary_markdown(table: list[dict[str, Any]], sweep: SweepParams, best_command: str) -> str:
+def arm_table(results: list[dict[str, Any]], sweep: SweepParams) -> list[dict[str, Any]]:
+    """Trials that differ only in ``base.seed`` pooled into arms, in the order the trials ran: the objective's
+    values, mean and sample standard deviation (0 for one seed), and the mean pretraining seconds if any."""
+    arms: dict[str, dict[str, Any]] = {}
+    for row in results:
+        arm = {k: v for k, v in row["overrides"].items() if k != SEED_KEY}
+        entry = arms.setdefault(json.dumps(arm, sort_keys=True), {"arm": arm, "seeds": [], "values": [],
+                                                                   "pretrain_seconds": []})
+        entry["seeds"].append(row["overrides"].get(SEED_KEY))
+        entry["values"].append(row["metrics"].get(sweep.objective, float("nan")))
+        if "pretrain_seconds" in row["metrics"]:
+            entry["pretrain_seconds"].append(row["metrics"]["pretrain_seconds"])
+    table = []
+    for entry in arms.values():
+        values = entry["values"]
+        seconds = entry.pop("pretrain_seconds")
+        table.append({**entry, "mean": statistics.fmean(values),
+                      "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                      "pretrain_seconds": statistics.fmean(seconds) if seconds else None})
+    return table
+
+
+def summary_markdown(table: list[dict[str, Any]], sweep: SweepParams, best_command: str,
+                     arms: list[dict[str, Any]]) -> str:
+    """The trials ranked by the objective, then (when base.seed is swept) each arm's mean and std over seeds."""
     keys = list(sweep.space)
     head = "| rank | trial | " + " | ".join(keys) + f" | {sweep.objective} | seconds |"
     lines = [head, "|" + "---|" * (len(keys) + 4)]
@@ -111,7 +146,15 @@ def summary_markdown(table: list[dict[str, Any]], sweep: SweepParams, best_comma
         values = " | ".join(str(row["overrides"][k]) for k in keys)
         score = row["metrics"].get(sweep.objective, float("nan"))
         lines.append(f"| {rank} | {row['name']} | {values} | {score:.4f} | {row['seconds']} |")
-    return f"# sweep ({sweep.method}, {len(table)} trials)\n\n" + "\n".join(lines) + f"\n\nBest: `{best_command}`\n"
+    text = f"# sweep ({sweep.method}, {len(table)} trials)\n\n" + "\n".join(lines) + f"\n\nBest: `{best_command}`\n"
+    if SEED_KEY in sweep.space:
+        arm_keys = [k for k in keys if k != SEED_KEY]
+        lines = ["| " + " | ".join(arm_keys) + f" | seeds | {sweep.objective} mean ± std |",
+                 "|" + "---|" * (len(arm_keys) + 2)]
+        lines += ["| " + " | ".join(str(a["arm"][k]) for k in arm_keys)
+                  + f" | {len(a['seeds'])} | {a['mean']:.4f} ± {a['std']:.4f} |" for a in arms]
+        text += "\n## arms (mean over seeds)\n\n" + "\n".join(lines) + "\n"
+    return text
 
 
 def _log_child_if_missing(params: Params, parent: str, result: dict[str, Any]) -> None:
@@ -133,12 +176,13 @@ def _log_child_if_missing(params: Params, parent: str, result: dict[str, Any]) -
 
 @flow(name="segmentation-sweep", log_prints=True)
 def segmentation_sweep(project: str = ".", method: str | None = None, space: dict[str, Any] | None = None,
-                       trials: int | None = None, concurrency: int | None = None) -> dict[str, Any]:
+                       trials: int | None = None, concurrency: int | None = None,
+                       results: str | None = None) -> dict[str, Any]:
     """Run the sweep from params (``orchestration.sweep``), any argument given here overriding it."""
     root = Path(project).resolve()
     params = load_params(root / "params.yaml")
-    given = {k: v for k, v in {"method": method, "space": space, "trials": trials, "concurrency": concurrency}.items()
-             if v is not None}
+    given = {k: v for k, v in {"method": method, "space": space, "trials": trials, "concurrency": concurrency,
+                               "results": results}.items() if v is not None}
     sweep = SweepParams.model_validate({**params.orchestration.sweep.model_dump(), **given})
     if sweep.objective is None:  # the task's own: test_miou, test_mask_ap, ...
         sweep = sweep.model_copy(update={"objective": f"test_{get_task(params.task).objective}"})
@@ -156,12 +200,17 @@ def segmentation_sweep(project: str = ".", method: str | None = None, space: dic
     table = summary_table(results, sweep)
     best = table[0]
     best_command = f"dvc exp run {' '.join(dvc_set_args(best['overrides']))}  # or: dvc exp apply {best['name']}"
-    markdown = summary_markdown(table, sweep, best_command)
+    arms = arm_table(results, sweep)
+    markdown = summary_markdown(table, sweep, best_command, arms)
+    if sweep.results:
+        write_json(root / sweep.results, {"objective": sweep.objective, "method": sweep.method, "space": {
+            k: v if isinstance(v, list) else v.model_dump() for k, v in sweep.space.items()},
+            "arms": arms if SEED_KEY in sweep.space else [], "trials": results})
     create_markdown_artifact(markdown, key="segmentation-sweep", description="trials sorted by the objective")
     with working_directory(root):  # the default tracking store is a file of the project
         _finish_parent(params, root, parent, table, markdown, sweep)
     print(f"best trial {best['name']} ({sweep.objective} {best['metrics'].get(sweep.objective)}): {best_command}")
-    return {"parent_run_id": parent, "trials": table, "best_command": best_command}
+    return {"parent_run_id": parent, "trials": table, "arms": arms, "best_command": best_command}
 
 
 def _run_trials(root: Path, sweep: SweepParams, parent: str, stamp: str, seed: int,

@@ -179,9 +179,6 @@ class SplitParams(Section):
     test: float = Field(0.15, ge=0.0, lt=1.0)
     stratify: Literal["pixel_shares", "classes_present"] = Field(
         "pixel_shares", description="balance class pixel shares, or which classes each image holds (objects)")
-    label_fraction: float = Field(
-        1.0, gt=0.0, le=1.0, description="share of train whose labels train the model (seeded, stratified); the "
-                                         "rest is the unlabelled split, which only pretraining uses")
 
     @model_validator(mode="after")
     def _ratios(self) -> SplitParams:
@@ -327,6 +324,11 @@ class TrainParams(Section):
     batch_size: int = Field(8, ge=1)
     loader_workers: int = Field(2, ge=0)
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap steps per epoch (smoke runs)")
+    label_fraction: float = Field(
+        1.0, gt=0.0, le=1.0, description="share of the train split whose labels train the model (seeded, stratified "
+                                         "as split.stratify); pretraining still sees every train image")
+    samples_per_epoch: int | None = Field(
+        None, ge=1, description="samples an epoch draws (the labelled images in turn); null = each image once")
     optimizer: OptimizerParams = OptimizerParams()
     schedule: ScheduleParams = ScheduleParams()
     loss: LossParams = LossParams()
@@ -345,7 +347,7 @@ class PretrainParams(Section):
     noise_std: float = Field(0.2, ge=0, description="Gaussian noise, in 0..1 pixel units")
     mask_ratio: float = Field(0.5, ge=0, lt=1, description="share of patches hidden (masked-image modelling)")
     patch_size: int = Field(16, ge=1, description="side of a hidden patch (px)")
-    decoder_width: int = Field(32, ge=4, description="fewest channels of a decoder block")
+    decoder_width: int = Field(16, ge=4, description="fewest channels of a decoder block (it starts at 8x this)")
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(1e-3, gt=0)
@@ -398,6 +400,8 @@ class SweepParams(Section):
         None, description="MLflow metric the sweep optimises; null = the task's test objective (test_miou, ...)")
     direction: Literal["maximize", "minimize"] = "maximize"
     space: dict[str, list[Any] | RangeSpec] = Field(default_factory=dict, description="dotted key -> values or range")
+    results: str | None = Field(None, description="a JSON file for the trials and, with base.seed in a grid's space, "
+                                                  "the mean and std of each arm over its seeds")
 
     @model_validator(mode="after")
     def _grid_needs_lists(self) -> SweepParams:

@@ -10,9 +10,9 @@ encoder weights initialise the segmentation model (``model.weights: pretrained``
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,14 +28,17 @@ VALIDATION_SEED = 0  # validation corrupts every batch the same way, so epochs c
 
 
 class Autoencoder(nn.Module):
-    """An encoder and a decoder of upsampling conv blocks (halving the channels, at least ``width``) back to RGB."""
+    """An encoder and a light decoder: a 1x1 projection of the deepest features to ``8 * width`` channels, then
+    upsampling conv blocks (each halving the channels, to no fewer than ``width``) back to RGB. Light, so that the
+    encoder, not the decoder, has to do the work (and a wide backbone costs no more to pretrain than a narrow one)."""
 
     def __init__(self, encoder: Encoder, width: int) -> None:
         super().__init__()
         self.encoder = encoder.module
         self._features = encoder.features
-        layers: list[nn.Module] = []
-        channels = encoder.channels
+        channels = min(encoder.channels, 8 * width)
+        layers: list[nn.Module] = [nn.Conv2d(encoder.channels, channels, 1, bias=False), nn.BatchNorm2d(channels),
+                                   nn.ReLU(inplace=True)]
         for _ in range(int(math.log2(encoder.stride))):
             out = max(width, channels // 2)
             layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
@@ -129,7 +132,7 @@ class PretrainLearner(Learner):
         model = get_task(config["task"]).build_model(config)
         return Autoencoder(encoder_of(model), config["pretrain"]["decoder_width"])
 
-    def criterion(self, params: Params, categories: Categories, split_dir: Path) -> Criterion:
+    def criterion(self, params: Params, categories: Categories, train: pd.DataFrame) -> Criterion:
         return ReconstructionCriterion(self.settings, self.std.tolist())
 
     def validation_evaluator(self, categories: Categories, criterion: Criterion, config: dict[str, Any]) -> Evaluator:

@@ -10,17 +10,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import ConcatDataset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from segpipe import checkpoint
 from segpipe.config import Params
 from segpipe.data.canonical import Categories
 from segpipe.data.dataset import CachedSegmentation
+from segpipe.data.split import labelled_subset
 from segpipe.distributed import Runtime, sync_buffers
 from segpipe.engine import StepSettings, eval_loader, train_loader, train_one_epoch, validate
+from segpipe.errors import SegpipeError
 from segpipe.models.encoders import encoder_of, load_encoder
 from segpipe.optim import build_optimizer, build_scheduler
 from segpipe.paths import PRETRAINED
@@ -49,6 +52,21 @@ def build_model(config: dict[str, Any], weights: str | None = None) -> nn.Module
     return get_task(config.get("task", "semantic")).build_model(config, weights)
 
 
+def epoch_samples(parts: list[CachedSegmentation], labelled: set[str], samples: int | None) -> Dataset:
+    """What one epoch draws from the cached splits ``parts``: the samples of the first (the train split) whose
+    labels are in use (``labelled`` ids; train.label_fraction) and all of the others (pretraining's extra images),
+    each once, or in turn up to ``samples`` (train.samples_per_epoch)."""
+    data = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+    first = parts[0].sample_ids
+    keep = [i for i, sample_id in enumerate(first) if sample_id in labelled] + list(range(len(first), len(data)))
+    if not keep:
+        raise SegpipeError(f"no labelled samples of {parts[0].split_dir} are in the train split; run: dvc repro")
+    if samples is None and len(keep) == len(data):
+        return data
+    order = keep if samples is None else [keep[i % len(keep)] for i in range(samples)]
+    return Subset(data, order)
+
+
 class Trainer:
     """Owns the model, optimizer, schedule and loaders of one training run."""
 
@@ -75,12 +93,14 @@ class Trainer:
         ignore = self.categories.ignore_index
         sample_transform = build(self.policy["sample"], ignore, task.with_instances, params.augment.min_instance_pixels)
         parts = [CachedSegmentation(cache_dir / name, sample_transform, task.with_instances) for name in train_splits]
-        self.train_set = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+        self.labelled = labelled_subset(pd.read_parquet(split_dir / "train.parquet"), params.train.label_fraction,
+                                        params.split.stratify, params.base.seed)
+        self.train_set = epoch_samples(parts, set(self.labelled.sample_id), params.train.samples_per_epoch)
         self.val_set = CachedSegmentation(cache_dir / "val", instances=task.with_instances)
         self.batch_size = max(1, params.train.batch_size // runtime.world_size)
         steps = len(train_loader(self.train_set, self.batch_size, 0, 0, 0, runtime))
         self.steps_per_epoch = min(steps, params.train.max_steps_per_epoch or steps)
-        self.criterion = task.criterion(params, self.categories, split_dir).to(runtime.device)
+        self.criterion = task.criterion(params, self.categories, self.labelled).to(runtime.device)
         self.optimizer = build_optimizer(self.model, params.train.optimizer)
         self.scheduler = build_scheduler(self.optimizer, params.train.schedule,
                                          self.steps_per_epoch * params.train.epochs, self.steps_per_epoch)

@@ -9,7 +9,7 @@ from segpipe.config import Params
 from segpipe.data.cache import build_split_cache, check_crop_fits, label_dtype, target_size
 from segpipe.data.canonical import CATEGORIES_FILE, Categories, read_manifest
 from segpipe.data.dataset import CachedSegmentation
-from segpipe.data.split import SPLITS, UNLABELLED
+from segpipe.data.split import SPLITS
 from segpipe.fsutil import atomic_dir, write_json
 from segpipe.paths import CACHE, REPORTS, SPLIT
 from segpipe.stage import stage_main
@@ -23,8 +23,6 @@ def run(params: Params) -> dict:
     """Build data/cache/<split>/ arrays, data/cache/augment_policy.json and reports/augment_preview.png."""
     categories = Categories.load(SPLIT / CATEGORIES_FILE)
     parts = {name: read_manifest(SPLIT / f"{name}.parquet") for name in SPLITS}
-    if (SPLIT / f"{UNLABELLED}.parquet").is_file():  # cached for pretraining only
-        parts[UNLABELLED] = read_manifest(SPLIT / f"{UNLABELLED}.parquet")
     size = target_size(pd.concat(parts.values()), params.augment.cache_size)
     check_crop_fits(params.augment.crop_size, size, from_cache_size=params.augment.cache_size is not None)
     with_instances = bool((parts["train"].instance != "").all()) and any(c.isthing for c in categories.items)

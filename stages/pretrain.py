@@ -1,5 +1,5 @@
-"""Stage 5 of 8 (optional): pretrain the model's encoder as a denoising / masked autoencoder on the train images,
-those of the unlabelled split included (split.label_fraction)."""
+"""Stage 5 of 8 (optional): pretrain the model's encoder as a denoising / masked autoencoder on every train image
+(train.label_fraction leaves labels out of training, never images out of pretraining)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from segpipe import checkpoint, tracking
 from segpipe.config import Params
 from segpipe.data.cache import label_dtype
 from segpipe.data.extra_images import cache_extra_images
-from segpipe.data.split import UNLABELLED
 from segpipe.distributed import init_runtime, shutdown
 from segpipe.fsutil import atomic_dir, write_atomic, write_json
 from segpipe.paths import CACHE, MODELS, PRETRAINED, REPORTS, SPLIT
@@ -27,15 +26,17 @@ from segpipe.viz import reconstruction_grid
 
 CHECKPOINT = MODELS / "checkpoints" / "pretrain_last.pt"
 REPORT_DIR = REPORTS / "pretrain"
+SUMMARY = REPORTS / "pretrain.json"  # a DVC metrics file: dvc metrics show / dvc exp show list the pretraining
 PREVIEW_IMAGES = 4
 
 
 def pretrain_params(params: Params) -> Params:
-    """``params`` with the training schedule of the pretrain section (epochs, batch, learning rate), from scratch."""
+    """``params`` with the training schedule of the pretrain section (epochs, batch, learning rate), from scratch,
+    on every train image."""
     settings = params.pretrain
     train = params.train.model_copy(update={
         "epochs": settings.epochs, "batch_size": settings.batch_size,
-        "max_steps_per_epoch": settings.max_steps_per_epoch,
+        "max_steps_per_epoch": settings.max_steps_per_epoch, "label_fraction": 1.0, "samples_per_epoch": None,
         "optimizer": params.train.optimizer.model_copy(update={"lr": settings.lr}),
         "early_stopping": params.train.early_stopping.model_copy(update={"patience": None})})
     model = params.model.model_copy(update={"weights": None})  # the encoder learns from scratch
@@ -56,7 +57,8 @@ def _extra_cache(params: Params, folder: Path) -> Path:
 
 
 def _fingerprint(params: Params) -> str:
-    parts = (params.base.seed, params.model.model_dump(), params.pretrain.model_dump(), params.augment.model_dump())
+    parts = (params.base.seed, params.model.model_dump(exclude={"weights"}), params.pretrain.model_dump(),
+             params.augment.model_dump())
     return checkpoint.fingerprint(*parts, files=(CACHE / "augment_policy.json", CACHE / "train/samples.parquet"))
 
 
@@ -73,10 +75,12 @@ def _preview(trainer: Trainer, learner: PretrainLearner) -> None:
 
 def run(params: Params) -> FitState | None:
     """Write models/pretrained.pt (the encoder's weights, and the whole autoencoder for ``segpipe denoise``; no
-    encoder when pretraining is off) and reports/pretrain/ (summary.json; history.csv and preview.png)."""
+    encoder when pretraining is off), reports/pretrain.json and reports/pretrain/ (history.csv and preview.png;
+    off.txt when pretraining is off)."""
     if not params.pretrain.enabled:
-        with atomic_dir(REPORT_DIR) as folder:
-            write_json(folder / "summary.json", {"enabled": False, "model": params.model.name})
+        with atomic_dir(REPORT_DIR) as folder:  # DVC warns about an empty output folder
+            (folder / "off.txt").write_text("pretraining is off: set pretrain.enabled: true to pretrain the encoder\n")
+        write_json(SUMMARY, {"enabled": False, "model": params.model.name})
         checkpoint.save({"encoder": {}, "model_name": params.model.name}, PRETRAINED)
         print("pretrain: off (pretrain.enabled: false); models/pretrained.pt holds no encoder")
         return None
@@ -85,7 +89,7 @@ def run(params: Params) -> FitState | None:
     try:
         started = time.monotonic()
         learner = PretrainLearner.from_params(params)
-        splits: list[str | Path] = ["train", UNLABELLED] if (CACHE / UNLABELLED).is_dir() else ["train"]
+        splits: list[str | Path] = ["train"]
         shutil.rmtree(REPORT_DIR, ignore_errors=True)  # no report of an earlier run stays (history is rewritten)
         REPORT_DIR.mkdir(parents=True)
         if params.pretrain.extra_images:
@@ -108,12 +112,12 @@ def run(params: Params) -> FitState | None:
             checkpoint.save({"encoder": encoder_weights(best), "autoencoder": best, "model_name": params.model.name,
                              "config": trainer.config, "epoch": state.best_epoch, "val_psnr": state.best_score,
                              "normalize": trainer.policy["normalize"]}, PRETRAINED)
-            write_json(REPORT_DIR / "summary.json", {
+            write_json(SUMMARY, {
                 "enabled": True, "model": params.model.name, "images": len(trainer.train_set),
                 "epochs": state.epoch, "best_epoch": state.best_epoch, "best_val_psnr": state.best_score,
                 "seconds": round(time.monotonic() - started, 1), "mlflow_run_id": state.run_id or ""})
-            tracking.log_artifacts(params, state.run_id, [REPORT_DIR / name for name in
-                                                          ("history.csv", "preview.png", "summary.json")], "pretrain")
+            files = [REPORT_DIR / "history.csv", REPORT_DIR / "preview.png", SUMMARY]
+            tracking.log_artifacts(params, state.run_id, files, "pretrain")
             tracking.finish(params, state.run_id)
             CHECKPOINT.unlink(missing_ok=True)
             print(f"pretrain: best val PSNR {state.best_score:.2f} dB at epoch {state.best_epoch} -> {PRETRAINED} "

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from segpipe.config import Params
 from segpipe.data.canonical import CATEGORIES_FILE, MANIFEST_FILE, Categories, read_manifest, write_manifest
-from segpipe.data.split import SPLITS, class_shares, coverage, split
+from segpipe.data.split import class_shares, coverage, split
 from segpipe.fsutil import atomic_dir, write_json
 from segpipe.paths import CLEAN, REPORTS, SPLIT
 from segpipe.stage import stage_main, warn
 
 
 def run(params: Params) -> dict:
-    """Write data/split/{train,val,test}.parquet (and unlabelled.parquet with split.label_fraction below 1) and
-    reports/split.json."""
+    """Write data/split/{train,val,test}.parquet and reports/split.json."""
     categories = Categories.load(CLEAN / CATEGORIES_FILE)
     parts, method = split(read_manifest(CLEAN / MANIFEST_FILE), params.split, params.base.seed)
     with atomic_dir(SPLIT) as tmp:
@@ -22,8 +21,8 @@ def run(params: Params) -> dict:
     report = {
         "method": method,
         "sizes": {name: len(frame) for name, frame in parts.items()},
-        "class_pixel_share": class_shares({name: parts[name] for name in SPLITS}, categories.names),
-        **coverage({name: parts[name] for name in SPLITS}, categories, params.clean.warn_ignore_share),
+        "class_pixel_share": class_shares(parts, categories.names),
+        **coverage(parts, categories, params.clean.warn_ignore_share),
     }
     write_json(REPORTS / "split.json", report)
     print(f"split ({method}): " + ", ".join(f"{k} {v}" for k, v in report["sizes"].items()))

@@ -6,6 +6,7 @@ import pandas as pd
 
 from segpipe import checkpoint, tracking
 from segpipe.config import Params
+from segpipe.data.canonical import read_manifest
 from segpipe.distributed import init_runtime, shutdown
 from segpipe.fsutil import write_atomic
 from segpipe.paths import CACHE, MODELS, REPORTS, SPLIT
@@ -20,7 +21,8 @@ PREVIEW = REPORTS / "augment_preview.png"  # written by augment, logged with the
 
 
 def _fingerprint(params: Params) -> str:
-    parts = (params.base.seed, params.model.model_dump(), params.train.model_dump(), params.augment.model_dump())
+    parts = (params.base.seed, params.model.model_dump(), params.train.model_dump(), params.augment.model_dump(),
+             params.split.stratify)
     files = (CACHE / "augment_policy.json", CACHE / "train/samples.parquet", CACHE / "val/samples.parquet")
     return checkpoint.fingerprint(*parts, files=files)
 
@@ -30,6 +32,9 @@ def run(params: Params) -> FitState:
     runtime = init_runtime(params.base.device)
     try:
         trainer = Trainer(params, CACHE, SPLIT, runtime)
+        if runtime.is_main and params.train.label_fraction < 1:
+            print(f"train: on the labels of {len(trainer.labelled)} of {len(read_manifest(SPLIT / 'train.parquet'))} "
+                  f"train images (train.label_fraction {params.train.label_fraction}, seed {params.base.seed})")
 
         def on_start(state: FitState) -> None:
             if runtime.is_main:

@@ -1,6 +1,7 @@
 """Autoencoder pretraining: encoders of every model, the stage on the synthetic scenes, fine-tuning from it, the
 label fraction, resume, and dvc repro with pretraining on."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -29,8 +30,9 @@ from tests.conftest import (
     write_params,
 )
 
-PRETRAIN = {"enabled": True, "epochs": 3, "batch_size": 4, "lr": 0.003, "patch_size": 8}
+PRETRAIN = {"enabled": True, "epochs": 3, "batch_size": 2, "lr": 0.003, "patch_size": 8}
 UNET = {"name": "unet", "unet": {"depth": 2, "base_width": 8}}
+HALF_LABELS = {"epochs": 2, "batch_size": 4, "loader_workers": 0, "label_fraction": 0.5}
 MODELS = [("semantic", "unet", {"residual": False}), ("semantic", "unet", {"residual": True}),
           ("semantic", "lraspp_mobilenet_v3_large", {}), ("semantic", "deeplabv3_mobilenet_v3_large", {}),
           ("semantic", "fcn_resnet50", {}), ("instance", "maskrcnn_resnet18_fpn", {}),
@@ -93,7 +95,7 @@ def test_the_decoder_sees_only_the_deepest_features(task, name, unet):
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory) -> Path:
-    params = tiny_train_params(model=UNET, pretrain=PRETRAIN, split={"label_fraction": 0.5})
+    params = tiny_train_params(model=UNET, pretrain=PRETRAIN, train=HALF_LABELS)
     return staged_project(tmp_path_factory.mktemp("pretrain"), params, (*DATA_STAGES, "pretrain"))
 
 
@@ -106,11 +108,9 @@ def test_pretrain_stage_learns_to_reconstruct_and_writes_the_encoder(pretrained)
     assert set(saved["encoder"]) == set(encoder_of(get_task("semantic").build_model(saved["config"])).module
                                         .state_dict())
     assert (pretrained / "reports/pretrain/preview.png").stat().st_size > 10_000
-    # pretraining saw the unlabelled half of train too
-    train = pd.read_parquet(pretrained / "data/split/train.parquet")
-    unlabelled = pd.read_parquet(pretrained / "data/split/unlabelled.parquet")
-    assert len(unlabelled) and len(np.load(pretrained / "data/cache/unlabelled/image.npy")) == len(unlabelled)
-    assert len(train) == round((len(train) + len(unlabelled)) * 0.5)
+    # pretraining saw every train image, those whose labels train.label_fraction leaves out included
+    summary = json.loads((pretrained / "reports/pretrain.json").read_text())
+    assert summary["images"] == len(pd.read_parquet(pretrained / "data/split/train.parquet"))
 
 
 def test_training_starts_from_the_pretrained_encoder(pretrained, tmp_path):
@@ -118,33 +118,43 @@ def test_training_starts_from_the_pretrained_encoder(pretrained, tmp_path):
     from segpipe.fsutil import working_directory
     from segpipe.training import Trainer
 
-    params = tiny_train_params(model={**UNET, "weights": "pretrained"}, split={"label_fraction": 0.5})
+    params = tiny_train_params(model={**UNET, "weights": "pretrained"}, train=HALF_LABELS)
     with working_directory(pretrained):
         trainer = Trainer(params, Path("data/cache"), Path("data/split"), Runtime(0, 1, torch.device("cpu")))
     saved = checkpoint.load(pretrained / "models/pretrained.pt")["encoder"]
     state = encoder_of(trainer.model).module.state_dict()
     assert all(torch.equal(state[k], saved[k]) for k in saved)
-    assert len(trainer.train_set) == len(pd.read_parquet(pretrained / "data/split/train.parquet"))
+    train = pd.read_parquet(pretrained / "data/split/train.parquet")
+    assert len(trainer.train_set) == len(trainer.labelled) == round(len(train) * 0.5)
 
 
-def test_label_fraction_is_seeded_and_keeps_every_class(workdir):
+def test_label_fraction_is_seeded_stratified_and_sets_the_epoch(pretrained):
     from segpipe.config import parse_params
-    from segpipe.data.split import UNLABELLED, split
+    from segpipe.data.dataset import CachedSegmentation
+    from segpipe.data.split import labelled_subset
+    from segpipe.training import epoch_samples
 
-    staged_project(workdir, tiny_train_params(ingest={"synthetic": {"num_samples": 60, "size": [64, 64]}}),
-                   ("ingest", "clean"))
-    manifest = pd.read_parquet(workdir / "data/clean/manifest.parquet")
+    train = pd.read_parquet(pretrained / "data/split/train.parquet")
     for stratify in ("pixel_shares", "classes_present"):
-        settings = parse_params({"split": {"label_fraction": 0.25, "stratify": stratify}}).split
-        parts, how = split(manifest, settings, seed=3)
-        again, _ = split(manifest, settings, seed=3)
-        whole, _ = split(manifest, parse_params({"split": {"stratify": stratify}}).split, seed=3)
-        assert "labels of 10 of 42 train images kept" in how
-        assert sorted([*parts["train"].sample_id, *parts[UNLABELLED].sample_id]) == sorted(whole["train"].sample_id)
-        assert parts["train"].sample_id.tolist() == again["train"].sample_id.tolist()
-        assert parts["val"].sample_id.tolist() == whole["val"].sample_id.tolist()
-        present = np.array(parts["train"].class_pixels.tolist()) > 0
+        assert parse_params({"split": {"stratify": stratify}, "train": {"label_fraction": 0.25}})
+        kept = labelled_subset(train, 0.25, stratify, seed=3)
+        assert len(kept) == round(len(train) * 0.25)
+        assert kept.sample_id.tolist() == labelled_subset(train, 0.25, stratify, seed=3).sample_id.tolist()
+        assert kept.sample_id.tolist() != labelled_subset(train, 0.25, stratify, seed=4).sample_id.tolist()
+        assert set(kept.sample_id) <= set(train.sample_id)
+        present = np.array(kept.class_pixels.tolist()) > 0
         assert present.any(axis=0).all()  # every class keeps labelled images
+    assert labelled_subset(train, 1.0, "pixel_shares", seed=3) is train
+    assert len(labelled_subset(train, 0.001, "pixel_shares", seed=3)) == 1
+    cached = CachedSegmentation(pretrained / "data/cache/train")
+    ids = set(kept.sample_id)
+    once = epoch_samples([cached], ids, None)
+    assert sorted(cached.sample_ids[i] for i in once.indices) == sorted(ids)
+    drawn = epoch_samples([cached], ids, 25)  # the labelled images in turn: each 2 or 3 times
+    counts = pd.Series([cached.sample_ids[i] for i in drawn.indices]).value_counts()
+    assert len(drawn) == 25 and set(counts.index) == ids and counts.max() - counts.min() <= 1
+    with pytest.raises(SegpipeError, match="no labelled samples"):
+        epoch_samples([cached], {"not-a-sample"}, None)
 
 
 @pytest.mark.slow
@@ -155,7 +165,7 @@ def test_pretrain_resumes_after_kill_exactly(pretrained, tmp_path):
         project = tmp_path / name
         shutil.copytree(pretrained, project, ignore=shutil.ignore_patterns("mlflow.db", ".segpipe", "models"))
         write_params(project / "params.yaml", tiny_train_params(model=UNET, pretrain={**PRETRAIN, "epochs": 4},
-                                                                split={"label_fraction": 0.5}))
+                                                                train=HALF_LABELS))
         if name == "crashed":
             train_killed_after(project, 2, env, stage="pretrain")
         done = subprocess.run([sys.executable, "-m", "stages.pretrain"], cwd=project, env=env, capture_output=True,
@@ -204,8 +214,9 @@ def test_a_frozen_encoder_keeps_its_pretrained_weights_then_learns(pretrained):
     from segpipe.fsutil import working_directory
     from segpipe.training import Trainer
 
-    params = tiny_train_params(model={**UNET, "weights": "pretrained"}, split={"label_fraction": 0.5},
-                               train={"epochs": 2, "batch_size": 4, "loader_workers": 0, "freeze_encoder_epochs": 1})
+    params = tiny_train_params(model={**UNET, "weights": "pretrained"},
+                               train={"epochs": 2, "batch_size": 4, "loader_workers": 0, "freeze_encoder_epochs": 1,
+                                      "label_fraction": 0.5})
     with working_directory(pretrained):
         trainer = Trainer(params, Path("data/cache"), Path("data/split"), Runtime(0, 1, torch.device("cpu")))
         start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
@@ -221,11 +232,9 @@ def test_a_frozen_encoder_keeps_its_pretrained_weights_then_learns(pretrained):
 
 
 def test_pretraining_is_an_mlflow_run_with_its_curve_and_preview(pretrained):
-    import json
-
     import mlflow
 
-    summary = json.loads((pretrained / "reports/pretrain/summary.json").read_text())
+    summary = json.loads((pretrained / "reports/pretrain.json").read_text())
     assert summary["enabled"] and summary["images"] > 0 and summary["seconds"] > 0
     client = mlflow.MlflowClient(f"sqlite:///{pretrained / 'mlflow.db'}")
     from segpipe import tracking
@@ -237,12 +246,10 @@ def test_pretraining_is_an_mlflow_run_with_its_curve_and_preview(pretrained):
     assert run.info.run_name == "pretrain" and run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run_id, "pretrain_val_psnr")] == [1, 2, 3]
     assert {a.path for a in client.list_artifacts(run_id, "pretrain")} == {
-        "pretrain/history.csv", "pretrain/preview.png", "pretrain/summary.json"}
+        "pretrain/history.csv", "pretrain/preview.png", "pretrain/pretrain.json"}
 
 
 def test_extra_unlabelled_images_join_pretraining_and_bad_ones_are_reported(pretrained, tmp_path):
-    import json
-
     from PIL import Image
 
     from tests.conftest import scene
@@ -254,12 +261,11 @@ def test_extra_unlabelled_images_join_pretraining_and_bad_ones_are_reported(pret
     for i in range(5):
         Image.fromarray(scene(80, 60, seed=100 + i)[0]).save(extra / ("more" if i % 2 else "") / f"p{i}.jpg")
     (extra / "broken.png").write_bytes(b"\x89PNG truncated")
-    params = tiny_train_params(model=UNET, split={"label_fraction": 0.5}, tracking={"enabled": False},
+    params = tiny_train_params(model=UNET, train=HALF_LABELS, tracking={"enabled": False},
                                pretrain={**PRETRAIN, "epochs": 1, "extra_images": str(extra)})
     staged_project(project, params, ("pretrain",))
-    summary = json.loads((project / "reports/pretrain/summary.json").read_text())
-    splits = [pd.read_parquet(project / f"data/split/{name}.parquet") for name in ("train", "unlabelled")]
-    assert summary["images"] == sum(len(s) for s in splits) + 5
+    summary = json.loads((project / "reports/pretrain.json").read_text())
+    assert summary["images"] == len(pd.read_parquet(project / "data/split/train.parquet")) + 5
     rejects = pd.read_csv(project / "reports/pretrain/extra_rejects.csv")
     assert rejects.file.tolist() == [str(extra / "broken.png")] and "cannot be decoded" in rejects.reason[0]
     assert not list((project / "data").glob("pretrain-extra-*"))  # the extra cache is temporary

@@ -14,7 +14,6 @@ from segpipe.data.label_stats import empty_class_warnings, ignore_share, ignore_
 from segpipe.errors import SegpipeError
 
 SPLITS = ("train", "val", "test")
-UNLABELLED = "unlabelled"  # train images whose labels are left out (split.label_fraction); pretraining uses them
 
 
 def _has_predefined(manifest: pd.DataFrame) -> bool:
@@ -122,8 +121,7 @@ def _complete(parts: dict[str, pd.DataFrame], params: SplitParams, seed: int) ->
 
 
 def split(manifest: pd.DataFrame, params: SplitParams, seed: int) -> tuple[dict[str, pd.DataFrame], str]:
-    """Split the clean manifest; returns the parts (train, val, test, and unlabelled when ``label_fraction`` leaves
-    labels out) and how they were made."""
+    """Split the clean manifest; returns the parts (train, val, test) and how they were made."""
     use_predefined = params.predefined == "use" or (params.predefined == "auto" and _has_predefined(manifest))
     if use_predefined:
         if not _has_predefined(manifest):
@@ -132,24 +130,21 @@ def split(manifest: pd.DataFrame, params: SplitParams, seed: int) -> tuple[dict[
         how = _complete(parts, params, seed)
     else:
         parts, how = _ratio_split(manifest, params, seed), "ratio"
-    return parts, how + _keep_labels(parts, params, seed)
+    return parts, how
 
 
-def _keep_labels(parts: dict[str, pd.DataFrame], params: SplitParams, seed: int) -> str:
-    """Keep the labels of a seeded ``label_fraction`` of train, stratified as the split is; the rest of train
-    becomes the unlabelled split (in place). Says what it did ('' when it kept all)."""
-    train = parts["train"]
-    keep = max(1, round(len(train) * params.label_fraction))
+def labelled_subset(train: pd.DataFrame, fraction: float, stratify: str, seed: int) -> pd.DataFrame:
+    """The seeded ``fraction`` of the train split whose labels train the model (at least one image), stratified as
+    the split is (``stratify``: pixel_shares or classes_present), in the split's order."""
+    keep = max(1, round(len(train) * fraction))
     if keep >= len(train):
-        return ""
-    if params.stratify == "classes_present":
+        return train
+    if stratify == "classes_present":
         present = np.array(train.class_pixels.tolist()) > 0
-        picked = _classes_present_split(present, {"train": keep, UNLABELLED: len(train) - keep}, seed)
-        kept, left = picked["train"], picked[UNLABELLED]
+        kept = _classes_present_split(present, {"kept": keep, "left": len(train) - keep}, seed)["kept"]
     else:
-        left, kept = _stratified(np.arange(len(train)), _pixel_strata(train, seed), keep, seed)
-    parts["train"], parts[UNLABELLED] = (train.iloc[np.sort(idx)].reset_index(drop=True) for idx in (kept, left))
-    return f"; labels of {keep} of {len(train)} train images kept (split.label_fraction {params.label_fraction})"
+        _, kept = _stratified(np.arange(len(train)), _pixel_strata(train, seed), keep, seed)
+    return train.iloc[np.sort(kept)].reset_index(drop=True)
 
 
 def class_shares(parts: dict[str, pd.DataFrame], names: list[str]) -> dict[str, dict[str, float]]:

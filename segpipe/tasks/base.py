@@ -101,8 +101,8 @@ class Learner(ABC):
         return torch.utils.data.default_collate(samples)
 
     @abstractmethod
-    def criterion(self, params: Params, categories: Categories, split_dir: Path) -> Criterion:
-        """The training loss for these params."""
+    def criterion(self, params: Params, categories: Categories, train: pd.DataFrame) -> Criterion:
+        """The training loss for these params; ``train``: the split rows of the samples whose labels it trains on."""
 
     @abstractmethod
     def validation_evaluator(self, categories: Categories, criterion: Criterion, config: dict[str, Any]) -> Evaluator:

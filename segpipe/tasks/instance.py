@@ -180,7 +180,7 @@ class InstanceTask(Task):
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         return collate_instances(samples)
 
-    def criterion(self, params: Params, categories: Categories, split_dir: Path) -> Criterion:
+    def criterion(self, params: Params, categories: Categories, train: pd.DataFrame) -> Criterion:
         require_things(self.name, categories)
         return DetectionCriterion()
 

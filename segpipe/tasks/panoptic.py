@@ -160,7 +160,7 @@ class PanopticTask(Task):
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         return collate_instances(samples)
 
-    def criterion(self, params: Params, categories: Categories, split_dir: Path) -> Criterion:
+    def criterion(self, params: Params, categories: Categories, train: pd.DataFrame) -> Criterion:
         require_things(self.name, categories)
         family = FAMILIES[params.model.name]
         return family.criterion(params.model.panoptic.model_dump(), categories.ignore_index)

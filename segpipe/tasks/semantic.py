@@ -83,10 +83,9 @@ class SemanticTask(Task):
         unet = config["unet"] if config["name"] == "unet" else {}
         return create_model(config["name"], config["num_classes"], weights, **unet)
 
-    def criterion(self, params: Params, categories: Categories, split_dir: Path) -> Criterion:
+    def criterion(self, params: Params, categories: Categories, train: pd.DataFrame) -> Criterion:
         weights = None
         if params.train.loss.class_weights == "median_frequency":
-            train = pd.read_parquet(split_dir / "train.parquet")
             weights = median_frequency_weights(train.class_pixels.tolist(), (train.width * train.height).to_numpy())
         return PixelCriterion(build_loss(params.train.loss, categories.num_classes, categories.ignore_index, weights))
 
