@@ -203,7 +203,7 @@ def fit(trainer: Trainer, checkpoint_path: Path, fingerprint: str, on_start: Cal
     state, best_model, how = resume_state(trainer, checkpoint_path, fingerprint)
     if runtime.is_main:
         print(f"{trainer.stage}: {how} {trainer.config['name']} on {runtime.device} x{runtime.world_size}, "
-              f"{len(trainer.train_set)} train / {len(trainer.val_set)} val images, "
+              f"{len(trainer.train_set)} train samples and {len(trainer.val_set)} val images, "
               f"{trainer.steps_per_epoch} steps per epoch")
     on_start(state)
     stopping = params.train.early_stopping

@@ -1,5 +1,6 @@
 """Prefect flows with real components: the Prefect engine, DVC in git repos, MLflow stores."""
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -104,8 +105,12 @@ def test_sweep_gives_one_child_run_per_trial(tmp_path, prefect_engine):
                                                                         "loader_workers": 0}), commit=True)
     before = (project / "params.yaml").read_text()
     result = segmentation_sweep(project=str(project), method="grid",
-                                space={"train.optimizer.lr": [0.001, 0.01]})
+                                space={"train.optimizer.lr": [0.001, 0.01]}, results="sweep.json")
     assert (project / "params.yaml").read_text() == before  # the workspace params are left as they were
+    written = json.loads((project / "sweep.json").read_text())
+    assert written["objective"] == "test_miou" and written["arms"] == []  # no seeds swept: no arms to pool
+    assert sorted(t["metrics"]["test_miou"] for t in written["trials"]) == sorted(
+        t["metrics"]["test_miou"] for t in result["trials"])
     assert len(result["trials"]) == 2 and result["best_command"].startswith("dvc exp run -S train.optimizer.lr=")
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("segpipe")
@@ -120,6 +125,28 @@ def test_sweep_gives_one_child_run_per_trial(tmp_path, prefect_engine):
     assert "sweep_summary.md" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     experiments = sh(project, "dvc", "exp", "list")
     assert experiments.count("sweep-") == 2
+
+
+def test_sweep_pools_the_seeds_of_each_arm():
+    from flows.sweep import arm_table, summary_markdown
+    from segpipe.config import SweepParams
+
+    sweep = SweepParams(space={"train.label_fraction": [0.1, 1.0], "model.weights": [None, "pretrained"],
+                               "base.seed": [0, 1]}, objective="test_miou")
+    results = []
+    for fraction, weights, seed in itertools.product([0.1, 1.0], [None, "pretrained"], [0, 1]):
+        score = fraction / 2 + (0.05 if weights else 0.0) + 0.01 * seed
+        metrics = {"test_miou": score, **({"pretrain_seconds": 100.0 + seed} if weights else {})}
+        results.append({"name": f"t{len(results)}", "metrics": metrics, "seconds": 1.0,
+                        "overrides": {"train.label_fraction": fraction, "model.weights": weights, "base.seed": seed}})
+    arms = arm_table(results, sweep)
+    assert [a["arm"] for a in arms][:2] == [{"train.label_fraction": 0.1, "model.weights": None},
+                                            {"train.label_fraction": 0.1, "model.weights": "pretrained"}]
+    assert arms[1]["seeds"] == [0, 1] and arms[1]["mean"] == pytest.approx(0.105)
+    assert arms[1]["std"] == pytest.approx(0.01 / 2 ** 0.5) and arms[1]["pretrain_seconds"] == 100.5
+    assert arms[0]["pretrain_seconds"] is None and len(arms) == 4
+    markdown = summary_markdown(results, sweep, "dvc exp run ...", arms)
+    assert "| 0.1 | pretrained | 2 | 0.1050 ± 0.0071 |" in markdown
 
 
 def test_trial_search_spaces():

@@ -178,13 +178,37 @@ def test_pretrain_resumes_after_kill_exactly(pretrained, tmp_path):
 
 
 @pytest.mark.slow
+def test_pretrain_runs_in_two_ddp_processes(pretrained, tmp_path):
+    project = tmp_path / "ddp"
+    shutil.copytree(pretrained, project, ignore=shutil.ignore_patterns("mlflow.db", ".segpipe", "models"))
+    write_params(project / "params.yaml", tiny_train_params(model=UNET, pretrain={**PRETRAIN, "epochs": 2}))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "stages.pretrain"]
+    done = subprocess.run(command, cwd=project, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "on cpu x2" in done.stdout and done.stdout.count("pretrain: best val PSNR") == 1  # rank 0 writes
+    assert len(pd.read_csv(project / "reports/pretrain/history.csv")) == 2
+    saved = checkpoint.load(project / "models/pretrained.pt")
+    assert saved["encoder"] and json.loads((project / "reports/pretrain.json").read_text())["epochs"] == 2
+
+
+@pytest.mark.slow
 def test_dvc_repro_pretrains_then_fine_tunes(tmp_path):
     params = tiny_train_params(model={**UNET, "weights": "pretrained"}, pretrain=PRETRAIN)
-    project = new_project(tmp_path / "project", params)
+    project = new_project(tmp_path / "project", params, commit=True)
     output = sh(project, "dvc", "repro")
     assert "Running stage 'pretrain'" in output and "pretrain: best val PSNR" in output
     assert output.index("pretrain: best val PSNR") < output.index("\ntrain: starting unet")
     assert (project / "reports/metrics.json").exists() and (project / "export/model.onnx").exists()
+    # the scratch arm of an experiment, on half the labels: it shares the pretraining, which DVC lists as metrics
+    output = sh(project, "dvc", "exp", "run", "-n", "scratch", "-S", "model.weights=null",
+                "-S", "train.label_fraction=0.5")
+    assert "Running stage 'pretrain'" not in output and "train: on the labels of 8 of 16 train images" in output
+    from flows.sweep import _trial_metrics
+
+    metrics = _trial_metrics(project, "scratch")
+    assert metrics["pretrain_seconds"] > 0 and metrics["pretrain_images"] == 16 and 0 <= metrics["test_miou"] <= 1
     off = tiny_train_params(model={**UNET, "weights": "pretrained"})
     write_params(project / "params.yaml", off)
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
