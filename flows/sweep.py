@@ -115,23 +115,22 @@ def summary_table(results: list[dict[str, Any]], sweep: SweepParams) -> list[dic
 
 
 def arm_table(results: list[dict[str, Any]], sweep: SweepParams) -> list[dict[str, Any]]:
-    """Trials that differ only in ``base.seed`` pooled into arms, in the order the trials ran: the objective's
-    values, mean and sample standard deviation (0 for one seed), and the mean pretraining seconds if any."""
-    arms: dict[str, dict[str, Any]] = {}
+    """With ``base.seed`` in the space, the trials that differ only in it pooled into arms, in the order the trials
+    ran: the objective's values, mean and sample standard deviation (0 for one seed), and the mean pretraining
+    seconds if any. No arms otherwise."""
+    if SEED_KEY not in sweep.space:
+        return []
+    groups: dict[str, list[dict[str, Any]]] = {}
     for row in results:
         arm = {k: v for k, v in row["overrides"].items() if k != SEED_KEY}
-        entry = arms.setdefault(json.dumps(arm, sort_keys=True), {"arm": arm, "seeds": [], "values": [],
-                                                                   "pretrain_seconds": []})
-        entry["seeds"].append(row["overrides"].get(SEED_KEY))
-        entry["values"].append(row["metrics"].get(sweep.objective, float("nan")))
-        if "pretrain_seconds" in row["metrics"]:
-            entry["pretrain_seconds"].append(row["metrics"]["pretrain_seconds"])
+        groups.setdefault(json.dumps(arm, sort_keys=True), []).append(row)
     table = []
-    for entry in arms.values():
-        values = entry["values"]
-        seconds = entry.pop("pretrain_seconds")
-        table.append({**entry, "mean": statistics.fmean(values),
-                      "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+    for rows in groups.values():
+        values = [row["metrics"].get(sweep.objective, float("nan")) for row in rows]
+        seconds = [row["metrics"]["pretrain_seconds"] for row in rows if "pretrain_seconds" in row["metrics"]]
+        table.append({"arm": {k: v for k, v in rows[0]["overrides"].items() if k != SEED_KEY},
+                      "seeds": [row["overrides"][SEED_KEY] for row in rows], "values": values,
+                      "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
                       "pretrain_seconds": statistics.fmean(seconds) if seconds else None})
     return table
 
@@ -147,7 +146,7 @@ def summary_markdown(table: list[dict[str, Any]], sweep: SweepParams, best_comma
         score = row["metrics"].get(sweep.objective, float("nan"))
         lines.append(f"| {rank} | {row['name']} | {values} | {score:.4f} | {row['seconds']} |")
     text = f"# sweep ({sweep.method}, {len(table)} trials)\n\n" + "\n".join(lines) + f"\n\nBest: `{best_command}`\n"
-    if SEED_KEY in sweep.space:
+    if arms:
         arm_keys = [k for k in keys if k != SEED_KEY]
         lines = ["| " + " | ".join(arm_keys) + f" | seeds | {sweep.objective} mean ± std |",
                  "|" + "---|" * (len(arm_keys) + 2)]
@@ -205,7 +204,7 @@ def segmentation_sweep(project: str = ".", method: str | None = None, space: dic
     if sweep.results:
         write_json(root / sweep.results, {"objective": sweep.objective, "method": sweep.method, "space": {
             k: v if isinstance(v, list) else v.model_dump() for k, v in sweep.space.items()},
-            "arms": arms if SEED_KEY in sweep.space else [], "trials": results})
+            "arms": arms, "trials": results})
     create_markdown_artifact(markdown, key="segmentation-sweep", description="trials sorted by the objective")
     with working_directory(root):  # the default tracking store is a file of the project
         _finish_parent(params, root, parent, table, markdown, sweep)

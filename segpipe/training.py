@@ -93,8 +93,10 @@ class Trainer:
         ignore = self.categories.ignore_index
         sample_transform = build(self.policy["sample"], ignore, task.with_instances, params.augment.min_instance_pixels)
         parts = [CachedSegmentation(cache_dir / name, sample_transform, task.with_instances) for name in train_splits]
-        self.labelled = labelled_subset(pd.read_parquet(split_dir / "train.parquet"), params.train.label_fraction,
-                                        params.split.stratify, params.base.seed)
+        split_train = pd.read_parquet(split_dir / "train.parquet")
+        self.train_images = len(split_train)  # labelled or not
+        self.labelled = labelled_subset(split_train, params.train.label_fraction, params.split.stratify,
+                                        params.base.seed)
         self.train_set = epoch_samples(parts, set(self.labelled.sample_id), params.train.samples_per_epoch)
         self.val_set = CachedSegmentation(cache_dir / "val", instances=task.with_instances)
         self.batch_size = max(1, params.train.batch_size // runtime.world_size)

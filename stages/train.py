@@ -6,7 +6,6 @@ import pandas as pd
 
 from segpipe import checkpoint, tracking
 from segpipe.config import Params
-from segpipe.data.canonical import read_manifest
 from segpipe.distributed import init_runtime, shutdown
 from segpipe.fsutil import write_atomic
 from segpipe.paths import CACHE, MODELS, REPORTS, SPLIT
@@ -33,7 +32,7 @@ def run(params: Params) -> FitState:
     try:
         trainer = Trainer(params, CACHE, SPLIT, runtime)
         if runtime.is_main and params.train.label_fraction < 1:
-            print(f"train: on the labels of {len(trainer.labelled)} of {len(read_manifest(SPLIT / 'train.parquet'))} "
+            print(f"train: on the labels of {len(trainer.labelled)} of {trainer.train_images} "
                   f"train images (train.label_fraction {params.train.label_fraction}, seed {params.base.seed})")
 
         def on_start(state: FitState) -> None:
