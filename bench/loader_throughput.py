@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from segpipe.data.canonical import read_manifest
-from segpipe.data.dataset import CachedSegmentation, DecodingSegmentation
+from segpipe.data.dataset import CachedSegmentation, DecodingSegmentation, data_loader
 from segpipe.fsutil import write_json
 from segpipe.paths import CACHE, SPLIT
 from segpipe.transforms import build
@@ -31,8 +31,7 @@ RESULTS = Path(__file__).parent / "results" / "loader_throughput.json"
 def samples_per_second(dataset: Dataset, epochs: int, batch_size: int, workers: int) -> float:
     """Iterate ``epochs`` shuffled epochs (after one warm-up batch) and return samples per second."""
     torch.manual_seed(0)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                        persistent_workers=workers > 0)
+    loader = data_loader(dataset, workers, batch_size=batch_size, shuffle=True, persistent_workers=workers > 0)
     next(iter(loader))
     count, start = 0, time.perf_counter()
     for _ in range(epochs):

@@ -24,7 +24,7 @@ import torch
 
 from segpipe.config import load_params
 from segpipe.data.canonical import read_manifest
-from segpipe.data.dataset import DecodingSegmentation
+from segpipe.data.dataset import DecodingSegmentation, data_loader
 from segpipe.distributed import init_runtime
 from segpipe.engine import StepSettings, train_one_epoch
 from segpipe.fsutil import write_json
@@ -56,8 +56,8 @@ def measure(mode: str, steps: int) -> dict:
         dataset = DecodingSegmentation(read_manifest(SPLIT / "train.parquet"), tuple(trainer.policy["size"]),
                                        transform, instances)
         settings = StepSettings(torch.nn.Identity(), settings.amp, settings.channels_last, None, None)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=trainer.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=params.train.loader_workers, collate_fn=trainer.task.collate)
+    loader = data_loader(dataset, params.train.loader_workers, batch_size=trainer.batch_size, shuffle=True,
+                         drop_last=True, collate_fn=trainer.task.collate)
     warm = StepSettings(settings.device_transform, settings.amp, settings.channels_last, None, 2)
     train_one_epoch(trainer.net, loader, trainer.criterion, trainer.optimizer, trainer.scheduler, None, warm,
                     runtime, "warm-up")

@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
+from segpipe.data.dataset import data_loader
 from segpipe.distributed import Runtime, reduce_sum
 from segpipe.progress import progress
 from segpipe.tasks.base import Criterion, Evaluator, Learner
@@ -42,16 +43,16 @@ def train_loader(dataset: Dataset, batch_size: int, workers: int, seed: int, epo
     if runtime.distributed:
         sampler = DistributedSampler(dataset, runtime.world_size, runtime.rank, shuffle=True, seed=seed)
         sampler.set_epoch(epoch)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, num_workers=workers,
-                      generator=generator, drop_last=len(dataset) > batch_size * runtime.world_size,
-                      pin_memory=runtime.device.type == "cuda", collate_fn=collate_fn)
+    return data_loader(dataset, workers, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+                       generator=generator, drop_last=len(dataset) > batch_size * runtime.world_size,
+                       pin_memory=runtime.device.type == "cuda", collate_fn=collate_fn)
 
 
 def eval_loader(dataset: Dataset, batch_size: int, workers: int, runtime: Runtime, collate_fn=None) -> DataLoader:
     """An ordered loader over this process's share (every sample counted exactly once across processes)."""
     shard = Subset(dataset, range(runtime.rank, len(dataset), runtime.world_size)) if runtime.distributed else dataset
-    return DataLoader(shard, batch_size=batch_size, num_workers=workers, pin_memory=runtime.device.type == "cuda",
-                      collate_fn=collate_fn)
+    return data_loader(shard, workers, batch_size=batch_size, pin_memory=runtime.device.type == "cuda",
+                       collate_fn=collate_fn)
 
 
 def _images(batch: dict, settings: StepSettings, device: torch.device) -> torch.Tensor:

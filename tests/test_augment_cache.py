@@ -1,13 +1,13 @@
 import json
+import pickle
 
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from segpipe.data.cache import target_size
 from segpipe.data.canonical import read_manifest
-from segpipe.data.dataset import CachedSegmentation, DecodingSegmentation
+from segpipe.data.dataset import CachedSegmentation, DecodingSegmentation, data_loader
 from segpipe.data.imageio import load_image, load_label
 from segpipe.errors import SegpipeError
 from segpipe.paths import CACHE, REPORTS, SPLIT
@@ -38,8 +38,9 @@ def test_cache_holds_the_decoded_samples_and_loads_with_workers(workdir):
         assert len(sample["masks"]) == len(np.unique(load_label(train.instance[i]))) - 1
         table = {e["id"]: e["category"] for e in train.instances[i]}  # the cache holds the instance tables
         assert sample["labels"].tolist() == [table[j] for j in sorted(table)]
+    assert len(pickle.dumps(cached)) < 20_000  # a worker gets the paths, not the open memory maps copied whole
     dataset = CachedSegmentation(CACHE / "train", build(saved["sample"], 255), instances=False)
-    loader = DataLoader(dataset, batch_size=4, num_workers=2)
+    loader = data_loader(dataset, 2, batch_size=4)
     batch = next(iter(loader))
     assert batch["image"].shape == (4, 3, 48, 48) and batch["image"].dtype == torch.uint8
     assert batch["semantic"].shape == (4, 48, 48)

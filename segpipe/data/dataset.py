@@ -1,22 +1,31 @@
-"""Torch datasets that yield sample dicts of tv_tensors (image, semantic mask, instance masks and boxes)."""
+"""Torch datasets that yield sample dicts of tv_tensors (image, semantic mask, instance masks and boxes), and the
+loader over them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
 
 from segpipe.data.cache import IMAGE_FILE, INSTANCE_FILE, SAMPLES_FILE, SEMANTIC_FILE, resize_image, resize_labels
 from segpipe.data.imageio import load_image, load_label
+from segpipe.parallel import worker_context
 from segpipe.transforms import SemanticMask
 
 Transform = Callable[[dict], dict]
+
+
+def data_loader(dataset: Dataset, workers: int, **options: Any) -> DataLoader:
+    """A DataLoader over ``dataset`` whose ``workers`` processes (0: none, load here) start from the fork server."""
+    context = worker_context() if workers else None
+    return DataLoader(dataset, num_workers=workers, multiprocessing_context=context, **options)
 
 
 def make_sample(image: np.ndarray, semantic: np.ndarray, instance: np.ndarray | None,
@@ -63,6 +72,10 @@ class CachedSegmentation(Dataset):
 
     def __len__(self) -> int:
         return len(self.sample_ids)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Sent to a worker process without the open memory maps (pickled, they would be copied whole)."""
+        return {**self.__dict__, "_arrays": None}
 
     def _open(self) -> tuple[np.ndarray, ...]:
         if self._arrays is None:  # opened lazily so that every DataLoader worker maps the files itself

@@ -11,13 +11,12 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
 from torchvision.ops import box_iou
 
 from segpipe.coco_eval import CocoResult, ImageRecord, coco_metrics, encode, record
 from segpipe.config import Params
 from segpipe.data.canonical import Categories
-from segpipe.data.dataset import DecodingSegmentation
+from segpipe.data.dataset import DecodingSegmentation, data_loader
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import write_json
 from segpipe.models import load_weights
@@ -197,7 +196,7 @@ class InstanceTask(Task):
         evaluator = CocoEvaluator(trained.categories, trained.saved["config"])
         to_input = trained.input_transform()
         dataset = DecodingSegmentation(manifest, instances=True)
-        loader = DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=collate_instances)
+        loader = data_loader(dataset, workers, batch_size=1, collate_fn=collate_instances)
         samples = []
         for batch in track(loader, len(manifest), "evaluate"):
             outputs = self.forward_eval(trained.model, to_input(batch["image"].to(device)))

@@ -17,12 +17,11 @@ import pandas as pd
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader
 
 from segpipe.coco_panoptic import document, id_to_rgb, segments_info
 from segpipe.config import Params
 from segpipe.data.canonical import Categories
-from segpipe.data.dataset import DecodingSegmentation
+from segpipe.data.dataset import DecodingSegmentation, data_loader
 from segpipe.distributed import reduce_sum
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import write_json
@@ -179,7 +178,7 @@ class PanopticTask(Task):
         evaluator = PanopticEvaluator(trained.categories, trained.saved["config"])
         to_input = trained.input_transform()
         dataset = DecodingSegmentation(manifest, instances=True)
-        loader = DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=collate_instances)
+        loader = data_loader(dataset, workers, batch_size=1, collate_fn=collate_instances)
         shown, files = [], {"gt": [], "pred": []}
         for sample_id, batch in zip(manifest.sample_id, track(loader, len(manifest), "evaluate"), strict=True):
             raw = self.forward_eval(trained.model, to_input(batch["image"].to(device)))[0]

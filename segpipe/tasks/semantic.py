@@ -10,11 +10,10 @@ import onnxruntime as ort
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from segpipe.config import Params
 from segpipe.data.canonical import Categories
-from segpipe.data.dataset import DecodingSegmentation
+from segpipe.data.dataset import DecodingSegmentation, data_loader
 from segpipe.data.imageio import save_label
 from segpipe.distributed import reduce_sum
 from segpipe.inference import infer
@@ -102,7 +101,7 @@ class SemanticTask(Task):
         matrix = ConfusionMatrix(categories.num_classes, categories.ignore_index)
         boundary = BoundaryF1(categories.num_classes, categories.ignore_index, settings.boundary_tolerance)
         to_input = trained.input_transform()
-        loader = DataLoader(DecodingSegmentation(manifest), batch_size=1, num_workers=workers)
+        loader = data_loader(DecodingSegmentation(manifest), workers, batch_size=1)
         samples, labels = [], []
         for sample_id, batch in zip(manifest.sample_id, track(loader, len(manifest), "evaluate"), strict=True):
             images = to_input(batch["image"].to(device))
