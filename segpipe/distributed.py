@@ -55,6 +55,12 @@ def shutdown(runtime: Runtime) -> None:
         dist.destroy_process_group()
 
 
+def barrier(runtime: Runtime) -> None:
+    """Wait until every process got here (a no-op in a single process): what rank 0 writes, the others may read."""
+    if runtime.distributed and dist.is_initialized():
+        dist.barrier()
+
+
 def sync_buffers(model: torch.nn.Module, runtime: Runtime) -> None:
     """Copy rank 0's buffers (BatchNorm running statistics) to every process, so all evaluate the same model.
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from segpipe import checkpoint, tracking
 from segpipe.config import Params
 from segpipe.data.cache import label_dtype
 from segpipe.data.extra_images import cache_extra_images
-from segpipe.distributed import init_runtime, shutdown
+from segpipe.distributed import barrier, init_runtime, shutdown
 from segpipe.fsutil import atomic_dir, write_atomic, write_json
 from segpipe.paths import CACHE, MODELS, PRETRAINED, REPORTS, SPLIT
 from segpipe.pretraining import VALIDATION_SEED, PretrainLearner, corrupt, encoder_weights
@@ -28,6 +27,7 @@ CHECKPOINT = MODELS / "checkpoints" / "pretrain_last.pt"
 REPORT_DIR = REPORTS / "pretrain"
 SUMMARY = REPORTS / "pretrain.json"  # a DVC metrics file: dvc metrics show / dvc exp show list the pretraining
 PREVIEW_IMAGES = 4
+EXTRA_DIR = "pretrain-extra-cache"  # beside data/cache while pretraining runs (pretrain.extra_images)
 
 
 def pretrain_params(params: Params) -> Params:
@@ -43,7 +43,7 @@ def pretrain_params(params: Params) -> Params:
     return params.model_copy(update={"train": train, "model": model})
 
 
-def _extra_cache(params: Params, folder: Path) -> Path:
+def _extra_cache(params: Params, folder: Path) -> None:
     """Cache the images of ``pretrain.extra_images`` at the train cache's size; the unreadable ones are rows of
     reports/pretrain/extra_rejects.csv."""
     policy = json.loads((CACHE / "augment_policy.json").read_text())
@@ -53,7 +53,6 @@ def _extra_cache(params: Params, folder: Path) -> Path:
     if len(rejects):
         warn("pretrain", f"{len(rejects)} of the extra images cannot be read and are left out; see "
                          f"{REPORT_DIR / 'extra_rejects.csv'}")
-    return folder / "extra"
 
 
 def _fingerprint(params: Params) -> str:
@@ -85,15 +84,20 @@ def run(params: Params) -> FitState | None:
         print("pretrain: off (pretrain.enabled: false); models/pretrained.pt holds no encoder")
         return None
     runtime = init_runtime(params.base.device)
-    extra_dir = Path(tempfile.mkdtemp(prefix="pretrain-extra-", dir=CACHE.parent)).resolve()
+    extra_dir = (CACHE.parent / EXTRA_DIR).resolve()
     try:
         started = time.monotonic()
         learner = PretrainLearner.from_params(params)
         splits: list[str | Path] = ["train"]
-        shutil.rmtree(REPORT_DIR, ignore_errors=True)  # no report of an earlier run stays (history is rewritten)
-        REPORT_DIR.mkdir(parents=True)
+        if runtime.is_main:  # every rank reads what rank 0 writes here; two ranks writing it race each other
+            shutil.rmtree(REPORT_DIR, ignore_errors=True)  # no report of an earlier run stays (history is rewritten)
+            REPORT_DIR.mkdir(parents=True)
+            shutil.rmtree(extra_dir, ignore_errors=True)
+            if params.pretrain.extra_images:
+                _extra_cache(params, extra_dir)
+        barrier(runtime)
         if params.pretrain.extra_images:
-            splits.append(_extra_cache(params, extra_dir))
+            splits.append(extra_dir / "extra")
         trainer = Trainer(pretrain_params(params), CACHE, SPLIT, runtime, learner, tuple(splits), stage="pretrain")
 
         def on_start(state: FitState) -> None:
@@ -124,7 +128,8 @@ def run(params: Params) -> FitState | None:
                   f"(preview: {REPORT_DIR / 'preview.png'})")
         return state
     finally:
-        shutil.rmtree(extra_dir, ignore_errors=True)
+        if runtime.is_main:
+            shutil.rmtree(extra_dir, ignore_errors=True)
         shutdown(runtime)
 
 

@@ -147,6 +147,24 @@ def train_killed_after(project: Path, epoch: int, env: dict[str, str], stage: st
         assert not (project / "models/model.pt").exists()
 
 
+def torchrun(project: Path, stage: str, env: dict[str, str] | None = None, processes: int = 2,
+             timeout: float = 600) -> subprocess.CompletedProcess:
+    """``torchrun --standalone`` of ``stages.<stage>`` with ``processes`` ranks in ``project``; fails the test with
+    the last lines of every rank's own stderr (torchrun's summary names only the first failure, and each rank's
+    output ends up interleaved)."""
+    logs = project / "torchrun-logs"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               "--log-dir", str(logs), "--tee", "3", "-m", f"stages.{stage}"]
+    done = subprocess.run(command, cwd=project, env=env or {**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        ranks = sorted(logs.glob("**/attempt_*/*/stderr.log"), key=lambda p: int(p.parent.name))
+        tails = "\n".join(f"--- rank {path.parent.name} stderr:\n" + "\n".join(path.read_text().splitlines()[-25:])
+                          for path in ranks)
+        pytest.fail(f"torchrun {stage} exited {done.returncode}\n{tails or done.stderr[-3000:]}", pytrace=False)
+    return done
+
+
 def staged_project(root: Path, params: Params, names: tuple[str, ...]) -> Path:
     """``root`` with ``params`` written to its params.yaml and the stages ``names`` run in it, in-process."""
     from segpipe.fsutil import working_directory

@@ -22,6 +22,7 @@ from tests.conftest import (
     predict_two_images,
     staged_project,
     tiny_instance_params,
+    torchrun,
     train_killed_after,
     write_params,
 )
@@ -218,11 +219,7 @@ def test_ddp_val_mask_ap_equals_one_process_over_every_val_image(pipeline, tmp_p
     shutil.copytree(pipeline, project, ignore=shutil.ignore_patterns("mlflow.db", ".segpipe", "models"))
     train = {"epochs": 6, "batch_size": 4, "loader_workers": 0, "optimizer": {"name": "adamw", "lr": 0.002}}
     write_params(project / "params.yaml", tiny_instance_params(train=train, tracking={"enabled": False}))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-               "stages.train"]
-    done = subprocess.run(command, cwd=project, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = torchrun(project, "train")
     assert "on cpu x2" in done.stdout
     saved = checkpoint.load(project / "models/model.pt")
     model = build_model(saved["config"])

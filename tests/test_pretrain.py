@@ -26,6 +26,7 @@ from tests.conftest import (
     staged_project,
     tiny_instance_params,
     tiny_train_params,
+    torchrun,
     train_killed_after,
     write_params,
 )
@@ -182,11 +183,7 @@ def test_pretrain_runs_in_two_ddp_processes(pretrained, tmp_path):
     project = tmp_path / "ddp"
     shutil.copytree(pretrained, project, ignore=shutil.ignore_patterns("mlflow.db", ".segpipe", "models"))
     write_params(project / "params.yaml", tiny_train_params(model=UNET, pretrain={**PRETRAIN, "epochs": 2}))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "stages.pretrain"]
-    done = subprocess.run(command, cwd=project, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = torchrun(project, "pretrain")
     assert "on cpu x2" in done.stdout and done.stdout.count("pretrain: best val PSNR") == 1  # rank 0 writes
     assert len(pd.read_csv(project / "reports/pretrain/history.csv")) == 2
     saved = checkpoint.load(project / "models/pretrained.pt")

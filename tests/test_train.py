@@ -18,7 +18,15 @@ from segpipe.engine import StepSettings, eval_loader, validate
 from segpipe.tasks import get_task
 from segpipe.tasks.semantic import PixelCriterion
 from segpipe.transforms import build
-from tests.conftest import DATA_STAGES, REPO, staged_project, tiny_train_params, train_killed_after, write_params
+from tests.conftest import (
+    DATA_STAGES,
+    REPO,
+    staged_project,
+    tiny_train_params,
+    torchrun,
+    train_killed_after,
+    write_params,
+)
 
 pytestmark = pytest.mark.slow
 CHECKPOINT = Path("models/checkpoints/last.pt")
@@ -84,10 +92,7 @@ def test_ddp_two_cpu_processes_reduce_metrics(prepared, tmp_path):
     project = copy_project(prepared, tmp_path / "ddp")
     params = train_params().model_copy(update={"train": train_params().train.model_copy(update={"epochs": 2})})
     write_params(project / "params.yaml", params)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "stages.train"]
-    done = subprocess.run(command, cwd=project, env=env(), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = torchrun(project, "train", env())
     assert "on cpu x2" in done.stdout
     assert done.stdout.count("train: best val mIoU") == 1  # only rank 0 reports and writes
     saved = checkpoint.load(project / "models/model.pt")
