@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import atomic_path
@@ -35,3 +36,28 @@ def fingerprint(*parts: Any, files: tuple[Path, ...] = ()) -> str:
     for path in files:
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()
+
+
+def mismatches(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """How ``state`` differs from ``model``'s own weights: layers of another shape, missing and unexpected ones."""
+    own = model.state_dict()
+    shapes = [f"{key} is {list(state[key].shape)} there but {list(value.shape)} here" for key, value in own.items()
+              if key in state and tuple(state[key].shape) != tuple(value.shape)]
+    missing = [f"{key} is missing" for key in own if key not in state]
+    unexpected = [f"{key} is not in this model" for key in state if key not in own]
+    return shapes + missing + unexpected
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str, hint: str) -> None:
+    """Load every tensor of ``state`` into ``model``: weights that do not fit (another width, class count or
+    model) are an error naming the first mismatched layers, never a silent fresh start; so are weights that are
+    not finite."""
+    problems = mismatches(model, state)
+    if problems:
+        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise SegpipeError(f"{source} does not fit this model: {'; '.join(problems[:3])}{more}; {hint}")
+    broken = [key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        raise SegpipeError(f"{source} holds weights that are not finite (NaN or infinite) in {', '.join(broken[:3])}"
+                           f"{' ...' if len(broken) > 3 else ''}; train again")
+    model.load_state_dict(state)

@@ -10,8 +10,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from segpipe.catalog import TASK_MODELS, model_problem
 from segpipe.errors import SegpipeError
-from segpipe.tasks import TASK_MODELS, model_problem
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -19,7 +19,7 @@ DEFAULT_PARAMS = Path("params.yaml")
 class Section(BaseModel):
     """Base for every params section: unknown keys are errors, values are checked strictly."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # no .inf / .nan anywhere
 
 
 class BaseParams(Section):
@@ -190,6 +190,13 @@ class SplitParams(Section):
 class Normalize(Section):
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    @field_validator("std")
+    @classmethod
+    def _positive(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(value) <= 0:
+            raise ValueError("every channel's std must be above 0: images are divided by it")
+        return value
 
 
 class ColorJitterParams(Section):

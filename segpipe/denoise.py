@@ -21,10 +21,13 @@ def load_autoencoder(path: Path) -> tuple[torch.nn.Module, dict]:
     if not path.is_file():
         raise SegpipeError(f"{path}: not found; run the pretrain stage with pretrain.enabled: true")
     saved = checkpoint.load(path)
+    if not isinstance(saved, dict) or "encoder" not in saved:
+        raise SegpipeError(f"{path}: not the pretrain stage's models/pretrained.pt (a trained model goes to "
+                           f"segpipe predict)")
     if not saved.get("autoencoder"):
         raise SegpipeError(f"{path} holds no autoencoder (pretrain.enabled was false); enable it and run dvc repro")
     model = PretrainLearner.from_config(saved["config"]).build_model(saved["config"])
-    model.load_state_dict(saved["autoencoder"])
+    checkpoint.load_into(model, saved["autoencoder"], str(path), "pretrain again (dvc repro pretrain)")
     return model.eval(), saved["normalize"]
 
 

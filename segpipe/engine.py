@@ -13,6 +13,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from segpipe.data.dataset import data_loader
 from segpipe.distributed import Runtime, reduce_sum
+from segpipe.errors import SegpipeError
 from segpipe.progress import progress
 from segpipe.tasks.base import Criterion, Evaluator, Learner
 
@@ -80,6 +81,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: Criterion, 
         with settings.autocast(runtime.device):
             terms = criterion(model, images, batch)
             loss = sum(terms.values())
+        check_finite(loss, terms, runtime, f"{description}, step {step + 1}")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -105,6 +107,20 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: Criterion, 
     count = max(float(sums[-1]), 1.0)
     means = {name: float(sums[i] / count) for i, name in enumerate(totals)}
     return {**means, "images_per_s": float(sums[-1] / max(elapsed, 1e-9))}
+
+
+def check_finite(loss: torch.Tensor, terms: dict[str, torch.Tensor], runtime: Runtime, where: str) -> None:
+    """Stop at once when the loss of any process is NaN or infinite (every process stops, none waits for the rest
+    in the gradient reduce), naming the step and the terms that are not finite, before any weight is updated."""
+    finite = torch.isfinite(loss.detach()).all()
+    if runtime.distributed:
+        finite = reduce_sum(torch.tensor([0.0 if finite else 1.0], dtype=torch.float64))[0] == 0
+    if bool(finite):
+        return
+    values = {name: value.detach() for name, value in terms.items()}
+    bad = [f"{name} {float(value)}" for name, value in values.items() if not torch.isfinite(value).all()]
+    raise SegpipeError(f"the training loss is not finite at {where} ({', '.join(bad) or 'on another process'}); no "
+                       f"model was saved. Lower train.optimizer.lr, set train.grad_clip, or check the labels")
 
 
 @torch.no_grad()

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from segpipe.data.imageio import sha256_file
+from segpipe.errors import SegpipeError
 from segpipe.fsutil import atomic_path
 
 if TYPE_CHECKING:
@@ -36,12 +38,13 @@ def export_onnx(model: nn.Module, path: Path, example: Any, opset: int, output_n
                           input_names=[INPUT], output_names=list(output_names), dynamic_axes=dynamic_axes)
 
 
-def contract(trained: TrainedModel, onnx_file: str, output: dict[str, Any]) -> dict:
-    """The input/output contract written beside the ONNX file (export/model.json)."""
+def contract(trained: TrainedModel, onnx_file: Path, output: dict[str, Any]) -> dict:
+    """The input/output contract written beside the ONNX file (export/model.json); its sha256 ties the two."""
     cats = trained.categories
     return {
         "format": "onnx",
-        "file": onnx_file,
+        "file": onnx_file.name,
+        "sha256": sha256_file(onnx_file),
         "task": trained.task.name,
         "model": trained.saved["config"],
         "input": {
@@ -96,3 +99,14 @@ def median_ms(fn: Callable[[], object], runs: int) -> float:
         fn()
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
+
+
+def refuse_non_finite(trained: TrainedModel, inputs: list[torch.Tensor]) -> None:
+    """A model whose outputs on the test ``inputs`` hold NaN or infinite values is not exported (nor registered)."""
+    names = trained.task.onnx_names(trained.saved["config"])
+    for index, images in enumerate(inputs, start=1):
+        for name, output in zip(names, trained.task.onnx_outputs(trained.model, images), strict=True):
+            if output.is_floating_point() and not torch.isfinite(output).all():
+                raise SegpipeError(f"the model's '{name}' output is not finite (NaN or infinite) on test image "
+                                   f"{index}: it is not exported; train again (lower train.optimizer.lr, set "
+                                   f"train.grad_clip)")

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from segpipe.data.canonical import Categories
-from segpipe.data.imageio import DecodeError, load_image
+from segpipe.data.imageio import DecodeError, load_image, sha256_file
 from segpipe.data.mask_folder import IMAGE_SUFFIXES
 from segpipe.errors import SegpipeError
 from segpipe.evaluation import TrainedModel
@@ -46,8 +46,20 @@ class Predictor:
         if not contract_path.is_file():
             raise SegpipeError(f"{contract_path}: the model contract is missing; export with `dvc repro export`")
         spec = json.loads(contract_path.read_text())
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        task = get_task(spec.get("task", "semantic"))
+        if spec.get("sha256") not in (None, sha256_file(path)):
+            raise SegpipeError(f"{contract_path} was written for another ONNX file than {path} (sha256 differs); "
+                               f"export them together (dvc repro export)")
+        try:
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for every unreadable file
+            raise SegpipeError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})") from None
         name = spec["input"]["name"]
+        found = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+        expected = ([name], list(task.onnx_names(spec["model"])))
+        if found != expected:
+            raise SegpipeError(f"{path} takes {found[0]} and returns {found[1]}, but {contract_path} describes a "
+                               f"{task.name} model with {expected[0]} -> {expected[1]}; export them together")
         classes = [{"isthing": False, **c} for c in spec["classes"]]
         categories = Categories.load_json({"categories": classes, "ignore_index": spec["ignore_index"]})
         to_input = build(input_spec(spec["input"]["mean"], spec["input"]["std"]), categories.ignore_index)
@@ -55,7 +67,7 @@ class Predictor:
         def run(x: torch.Tensor) -> list[torch.Tensor]:
             return [torch.from_numpy(array) for array in session.run(None, {name: x.numpy()})]
 
-        return cls(run, get_task(spec.get("task", "semantic")), categories, to_input, spec["output"])
+        return cls(run, task, categories, to_input, spec["output"])
 
     @classmethod
     def from_checkpoint(cls, path: Path) -> Predictor:

@@ -52,6 +52,14 @@ def build_model(config: dict[str, Any], weights: str | None = None) -> nn.Module
     return get_task(config.get("task", "semantic")).build_model(config, weights)
 
 
+def initial_weights_files(weights: str | None) -> tuple[Path, ...]:
+    """The files a model starts from under ``model.weights``: the pretrain stage's output, or a checkpoint path
+    (none from scratch; torchvision's published weights are fixed by their name)."""
+    if weights == "pretrained":
+        return (PRETRAINED,)
+    return (Path(weights),) if weights and weights not in ("backbone", "full") else ()
+
+
 def epoch_samples(parts: list[CachedSegmentation], labelled: set[str], samples: int | None) -> Dataset:
     """What one epoch draws from the cached splits ``parts``: the samples of the first (the train split) whose
     labels are in use (``labelled`` ids; train.label_fraction) and all of the others (pretraining's extra images),

@@ -13,7 +13,7 @@ from segpipe.data.dataset import DecodingSegmentation
 from segpipe.errors import SegpipeError
 from segpipe.evaluation import TrainedModel
 from segpipe.fsutil import write_json
-from segpipe.onnx_export import contract
+from segpipe.onnx_export import contract, refuse_non_finite
 from segpipe.paths import EXPORT, MODELS, REPORTS, SPLIT
 from segpipe.stage import stage_main
 
@@ -54,12 +54,13 @@ def run(params: Params) -> dict:
     if not samples:
         raise SegpipeError("the test split is empty: export needs test images for its parity check")
     inputs = [to_input(sample["image"].unsqueeze(0)) for sample in samples]
+    refuse_non_finite(trained, inputs)
     check = trained.task.export(trained, samples, inputs, ONNX_FILE, params)
     if check.failure:
         ONNX_FILE.unlink(missing_ok=True)
         raise SegpipeError(check.failure)
     report, example = check.report, inputs[0]
-    write_json(CONTRACT_FILE, contract(trained, ONNX_FILE.name, trained.task.output_contract(trained.saved["config"])))
+    write_json(CONTRACT_FILE, contract(trained, ONNX_FILE, trained.task.output_contract(trained.saved["config"])))
     write_json(REPORT_FILE, report)
     _log_to_mlflow(params, trained, example, report)
     print(f"export: {ONNX_FILE} {check.summary}; onnxruntime {report['onnxruntime_cpu_ms']:.1f} ms vs torch "

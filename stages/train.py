@@ -10,7 +10,7 @@ from segpipe.distributed import init_runtime, shutdown
 from segpipe.fsutil import write_atomic
 from segpipe.paths import CACHE, MODELS, REPORTS, SPLIT
 from segpipe.stage import stage_main
-from segpipe.training import FitState, Trainer, fit
+from segpipe.training import FitState, Trainer, fit, initial_weights_files
 from segpipe.viz import training_curves
 
 CHECKPOINT = MODELS / "checkpoints" / "last.pt"
@@ -22,7 +22,8 @@ PREVIEW = REPORTS / "augment_preview.png"  # written by augment, logged with the
 def _fingerprint(params: Params) -> str:
     parts = (params.base.seed, params.model.model_dump(), params.train.model_dump(), params.augment.model_dump(),
              params.split.stratify)
-    files = (CACHE / "augment_policy.json", CACHE / "train/samples.parquet", CACHE / "val/samples.parquet")
+    files = (CACHE / "augment_policy.json", CACHE / "train/samples.parquet", CACHE / "val/samples.parquet",
+             *initial_weights_files(params.model.weights))  # a changed encoder never resumes an old run
     return checkpoint.fingerprint(*parts, files=files)
 
 

@@ -39,6 +39,12 @@ def test_project_params_and_presets_are_valid():
             "label_map": {255: 2}}}}, "label_map maps 255 to 2, but the classes are 0..1 (bg, cell)"),
         ({"ingest": {"mask_folder": {"label_map": {7: "3"}}}}, "ingest.mask_folder.label_map.7: Input should be a "
                                                                "valid integer"),
+        ({"train": {"optimizer": {"lr": float("inf")}}}, "train.optimizer.lr: Input should be a finite number"),
+        ({"train": {"grad_clip": float("nan")}}, "train.grad_clip: Input should be a finite number"),
+        ({"augment": {"normalize": {"std": [0.2, 0.0, 0.2]}}}, "augment.normalize.std: every channel's std must be "
+                                                               "above 0"),
+        ({"augment": {"normalize": {"std": [0.2, float("nan"), 0.2]}}}, "augment.normalize.std.1: Input should be a "
+                                                                        "finite number"),
     ],
 )
 def test_bad_params_give_one_line_naming_the_key(data, expected):

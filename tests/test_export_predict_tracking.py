@@ -111,3 +111,63 @@ def test_export_logs_the_models_without_mlflow_pickle_warning(pipeline):
     assert done.returncode == 0, done.stderr
     assert "argmax agreement" in done.stdout
     assert "Pickle" not in done.stderr and "WARNING" not in done.stderr, done.stderr
+
+
+def test_export_refuses_a_model_with_non_finite_weights_or_outputs(pipeline, tmp_path, monkeypatch):
+    import shutil
+
+    from segpipe import checkpoint
+    from segpipe.errors import SegpipeError
+    from stages import export as export_stage
+
+    project = tmp_path / "project"
+    shutil.copytree(pipeline, project, ignore=shutil.ignore_patterns("mlflow.db", ".segpipe", "mlartifacts"))
+    monkeypatch.chdir(project)
+    params = tiny_train_params(tracking={"enabled": False})
+    saved = checkpoint.load(project / "models/model.pt")
+    last = [k for k in saved["model"] if k.endswith("weight")][-1]
+    broken = {**saved, "model": {**saved["model"], last: saved["model"][last] * float("nan")}}
+    checkpoint.save(broken, project / "models/model.pt")
+    with pytest.raises(SegpipeError, match=f"holds weights that are not finite .* in {last}"):
+        export_stage.run(params)
+    # finite weights whose activations overflow: every convolution a million times stronger
+    huge = {**saved, "model": {k: v * 1e6 if v.dim() == 4 else v for k, v in saved["model"].items()}}
+    checkpoint.save(huge, project / "models/model.pt")
+    with pytest.raises(SegpipeError, match="the model's 'logits' output is not finite .* on test image 1"):
+        export_stage.run(params)
+    assert json.loads((project / "export/model.json").read_text()) == json.loads(
+        (pipeline / "export/model.json").read_text())
+
+
+def predict_error(model: Path, tmp_path: Path) -> str:
+    image = next(iter(sorted((model.parents[1] / "data/raw/images").glob("*.png"))), None)
+    done = subprocess.run([sys.executable, "-m", "segpipe.cli", "predict", str(image), "--model", str(model),
+                           "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    return done.stderr
+
+
+def test_predict_refuses_model_files_it_cannot_use(pipeline, tmp_path):
+    import shutil
+
+    from segpipe import checkpoint
+
+    assert "the pretrain stage's encoder" in predict_error(pipeline / "models/pretrained.pt", tmp_path)
+    fake = tmp_path / "project"
+    (fake / "models").mkdir(parents=True)
+    shutil.copytree(pipeline / "data/raw/images", fake / "data/raw/images")
+    checkpoint.save({"model": {}, "fingerprint": "x", "optimizer": {}}, fake / "models/last.pt")
+    assert "a training checkpoint to resume from" in predict_error(fake / "models/last.pt", tmp_path)
+    # an ONNX file beside a model.json written for another export: the contract's sha256 tells
+    (fake / "export").mkdir()
+    shutil.copy(pipeline / "export/model.onnx", fake / "export/model.onnx")
+    contract = json.loads((pipeline / "export/model.json").read_text())
+    (fake / "export/model.json").write_text(json.dumps({**contract, "sha256": "0" * 64}))
+    assert "was written for another ONNX file" in predict_error(fake / "export/model.onnx", tmp_path)
+    # and one that describes a model of another task
+    other = {**contract, "task": "instance", "sha256": None}
+    (fake / "export/model.json").write_text(json.dumps(other))
+    message = predict_error(fake / "export/model.onnx", tmp_path)
+    assert "returns ['logits']" in message and "describes a instance model" in message

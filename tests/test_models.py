@@ -33,7 +33,7 @@ def test_forward_backward_save_load_and_onnx_parity(name, tmp_path):
     model.eval()
     torch.save({"model": model.state_dict()}, tmp_path / "model.pt")
     again = build(name)
-    assert load_weights(again, tmp_path / "model.pt") == []
+    load_weights(again, tmp_path / "model.pt")
     again.eval()
     with torch.no_grad():
         assert torch.equal(model(images), again(images))
@@ -56,14 +56,19 @@ def test_residual_unet_and_depths():
         assert model(torch.randn(1, 3, 31, 17)).shape == (1, 3, 31, 17)
 
 
-def test_checkpoint_with_other_classes_keeps_the_backbone(tmp_path):
+def test_weights_of_another_class_count_or_width_are_an_error_naming_the_layers(tmp_path):
+    """A checkpoint that does not fit is never loaded in part (training would silently start from scratch)."""
     source = create_model("lraspp_mobilenet_v3_large", 7)
     torch.save(source.state_dict(), tmp_path / "plain.pt")
     target = create_model("lraspp_mobilenet_v3_large", 4)
-    skipped = load_weights(target, tmp_path / "plain.pt")
-    assert skipped and all("classifier" in key for key in skipped)
-    key = "model.backbone.0.0.weight"
-    assert torch.equal(target.state_dict()[key], source.state_dict()[key])
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(SegpipeError, match=r"does not fit this model: model\.classifier\.low_classifier\.weight is "
+                                           r"\[7, 40, 1, 1\] there but \[4, 40, 1, 1\] here"):
+        load_weights(target, tmp_path / "plain.pt")
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())  # nothing was loaded
+    torch.save({"model": create_model("unet", 4, depth=2, base_width=8).state_dict()}, tmp_path / "narrow.pt")
+    with pytest.raises(SegpipeError, match=r"stem.*is \[8, 3, 3, 3\] there but \[16, 3, 3, 3\] here"):
+        load_weights(create_model("unet", 4, depth=2, base_width=16), tmp_path / "narrow.pt")
 
 
 def test_weight_errors_are_clear(tmp_path, monkeypatch):

@@ -132,3 +132,35 @@ def test_early_stopping_stops_when_val_miou_stalls(prepared, tmp_path, monkeypat
     state = train_stage.run(params)
     assert state.epoch == 3 and state.best_epoch == 1  # epoch 1 sets the best; two stale epochs stop it
     assert len(pd.read_csv(project / "reports/train_history.csv")) == 3
+
+
+def test_a_non_finite_loss_stops_training_at_once_and_saves_no_model(prepared, tmp_path, monkeypatch):
+    from segpipe.errors import SegpipeError
+    from stages import train as train_stage
+
+    project = copy_project(prepared, tmp_path / "diverges")
+    monkeypatch.chdir(project)
+    params = tiny_train_params(
+        ingest={"synthetic": {"num_samples": 48, "size": [64, 64], "max_things": 3}},
+        train={"epochs": 3, "batch_size": 4, "loader_workers": 0, "optimizer": {"name": "sgd", "lr": 1e30}},
+        tracking={"enabled": False})
+    with pytest.raises(SegpipeError, match=r"the training loss is not finite at epoch 1/3, step \d+ \(loss (nan|inf)"):
+        train_stage.run(params)
+    assert not (project / "models/model.pt").exists()
+
+
+def test_the_resume_fingerprint_covers_the_content_of_the_initial_weights(prepared, tmp_path, monkeypatch):
+    """A changed encoder or weights file never resumes a run that started from the old one."""
+    from stages.train import _fingerprint
+
+    project = copy_project(prepared, tmp_path / "weights")
+    monkeypatch.chdir(project)
+    (project / "models").mkdir(exist_ok=True)
+    checkpoint.save({"encoder": {"a": torch.zeros(2)}, "model_name": "unet"}, project / "models/pretrained.pt")
+    checkpoint.save({"model": {"a": torch.zeros(2)}}, project / "start.pt")
+    for weights, path in (("pretrained", project / "models/pretrained.pt"), ("start.pt", project / "start.pt")):
+        params = tiny_train_params(model={"name": "unet", "unet": {"depth": 2, "base_width": 8}, "weights": weights})
+        before = _fingerprint(params)
+        saved = checkpoint.load(path)
+        checkpoint.save({**saved, "other": torch.ones(1)}, path)
+        assert _fingerprint(params) != before, weights

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segpipe import checkpoint
+from segpipe.checkpoint import load_into
 from segpipe.errors import SegpipeError
 from segpipe.models.mask_rcnn import InstanceSegmenter
 from segpipe.models.panoptic import PanopticDeepLab
@@ -91,12 +93,9 @@ def load_encoder(model: nn.Module, path: str | Path, model_name: str) -> None:
     if not path.is_file():
         raise SegpipeError(f"model.weights: pretrained needs {path}; enable pretraining (pretrain.enabled: true) and "
                            f"run dvc repro")
-    saved: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    saved: dict[str, Any] = checkpoint.load(path)
     if not saved.get("encoder"):
         raise SegpipeError(f"{path} holds no encoder (pretrain.enabled is false); set pretrain.enabled: true and "
                            f"run dvc repro")
-    try:
-        encoder_of(model).module.load_state_dict(saved["encoder"])
-    except RuntimeError:
-        raise SegpipeError(f"{path} holds the encoder of {saved['model_name']}, which does not fit model.name "
-                           f"{model_name}; pretrain again with this model (dvc repro pretrain)") from None
+    load_into(encoder_of(model).module, saved["encoder"], f"{path} (the encoder of {saved['model_name']})",
+              f"model.name is {model_name}: pretrain again with this model (dvc repro pretrain)")

@@ -9,6 +9,7 @@ from torch import nn
 from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights
 from torchvision.models import segmentation as tvseg
 
+from segpipe.checkpoint import load_into
 from segpipe.errors import SegpipeError
 from segpipe.models.download import download_guard
 from segpipe.models.unet import UNet
@@ -88,8 +89,8 @@ def create_model(name: str, num_classes: int, weights: str | None = None, **unet
     return model
 
 
-def load_weights(model: nn.Module, path: str | Path) -> list[str]:
-    """Load a segpipe checkpoint or a plain state dict (``weights_only``); return the keys left out by shape."""
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a segpipe checkpoint or a plain state dict (``weights_only``) into ``model``; every tensor must fit."""
     path = Path(path)
     if not path.is_file():
         raise SegpipeError(f"model.weights: {path} is not a file; give a checkpoint path, 'backbone', 'full' or null")
@@ -98,11 +99,7 @@ def load_weights(model: nn.Module, path: str | Path) -> list[str]:
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is the same user error
         raise SegpipeError(f"{path}: cannot be read as a weights-only checkpoint ({exc})") from None
     state = state.get("model", state) if isinstance(state, dict) else state
-    own = model.state_dict()
-    skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    usable = {k: v for k, v in state.items() if k not in skipped}
-    missing, unexpected = model.load_state_dict(usable, strict=False)
-    if unexpected or len(missing) > len(skipped):
-        raise SegpipeError(f"{path}: does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
-                           "check model.name and model.unet")
-    return skipped
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SegpipeError(f"model.weights: {path} holds no model weights (a segpipe model.pt or a state dict)")
+    load_into(model, state, f"model.weights {path}", "check model.name, model.unet and the classes it was "
+                                                    "trained on")
