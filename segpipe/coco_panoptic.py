@@ -56,6 +56,8 @@ def load_panoptic_json(path: Path) -> dict[str, Any]:
     for index, annotation in enumerate(data["annotations"]):
         if not isinstance(annotation, dict) or not {"image_id", "file_name", "segments_info"} <= set(annotation):
             raise SegpipeError(f"{path}: annotations[{index}] needs image_id, file_name and segments_info")
+        if not isinstance(annotation["file_name"], str) or not isinstance(annotation["segments_info"], list):
+            raise SegpipeError(f"{path}: annotations[{index}]: file_name must be a string, segments_info a list")
         for number, segment in enumerate(annotation["segments_info"]):
             if not isinstance(segment, dict) or not {"id", "category_id"} <= set(segment):
                 raise SegpipeError(f"{path}: annotations[{index}].segments_info[{number}] needs id and category_id")

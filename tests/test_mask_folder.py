@@ -192,3 +192,16 @@ def test_another_spelling_of_the_source_gives_the_same_manifest(workdir):
     manifest = _ingest(workdir, "src")
     assert sorted(manifest.source) == ["images/s0.png", "images/s1.png", "images/s2.png"]
     assert manifest.set_index("sample_id").issue["s0"].startswith("corrupt_mask: masks/s0.png: cannot be decoded")
+
+
+def test_two_images_or_masks_with_one_stem_are_an_error_naming_both(workdir):
+    src = workdir / "src"
+    image, mask = scene()
+    save_pair(src, "a", image, mask)
+    Image.fromarray(image).save(src / "images/a.jpg")  # which image does masks/a.png label?
+    with pytest.raises(SegpipeError, match=r"images/a.jpg and .*images/a.png are two images with the stem 'a'"):
+        _ingest(workdir, src)
+    (src / "images/a.jpg").unlink()
+    Image.fromarray(mask, mode="L").save(src / "masks/a_L.png")  # with mask_suffix _L, a.png and a_L.png collide
+    with pytest.raises(SegpipeError, match=r"masks/a.png and .*masks/a_L.png are two masks with the stem 'a'"):
+        _ingest(workdir, src, mask_folder={"mask_suffix": "_L"})

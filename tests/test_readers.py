@@ -247,3 +247,60 @@ def test_object_defect_policy_and_overlap_rows(workdir):
     with pytest.raises(SegpipeError, match=r"images/b.png: degenerate_polygon \(object 3 of images/b.png"):
         clean(frame, categories, parse_params({"clean": {"on_object_defect": "fail"}}).clean, workdir / "c3",
               workers=1)
+
+
+# --- files that could be mispaired or overwrite each other ----------------------------------------------------
+
+def test_coco_images_with_one_stem_in_two_folders_or_suffixes_keep_their_own_labels(workdir):
+    src = workdir / "src"
+    names = ["day/a.png", "night/a.png", "a.jpg", "a.png"]
+    for name in names:
+        _image(src / "images", name)
+    data = {"images": [{"id": i, "file_name": n, "width": 40, "height": 30} for i, n in enumerate(names, 1)],
+            "categories": [{"id": 1, "name": "thing"}],
+            "annotations": [{"id": 10, "image_id": 2, "category_id": 1, "segmentation": SQUARE, "iscrowd": 0}]}
+    (src / "annotations").mkdir(parents=True)
+    (src / "annotations/instances.json").write_text(json.dumps(data))
+    manifest, _ = _ingest(workdir, "coco", {})
+    assert sorted(manifest.index) == ["a_jpg", "a_png", "day__a", "night__a"]
+    assert len(set(manifest.sha256)) == 4  # four images, none written over another
+    assert manifest.instances["night__a"][0]["area"] == 100 and list(manifest.instances["day__a"]) == []
+    assert manifest.source["night__a"] == "images/night/a.png"
+
+
+def test_yolo_images_sharing_a_label_file_stem_are_an_error_naming_both(workdir):
+    _yolo(workdir / "src")
+    _image(workdir / "src/images/train", "x.png", width=50, height=20)
+    with pytest.raises(SegpipeError, match=r"images/train/x.jpg and .*images/train/x.png are two images with the "
+                                           r"stem 'x'"):
+        _ingest(workdir, "yolo_seg", {"images": "images/train", "data_yaml": "data.yaml"})
+
+
+def test_voc_image_listed_in_two_splits_is_an_error(workdir):
+    _voc(workdir / "src")
+    listing = workdir / "src/ImageSets/Segmentation"
+    (listing / "val.txt").write_text((listing / "val.txt").read_text() + (listing / "train.txt").read_text())
+    with pytest.raises(SegpipeError, match=r"val.txt: \w+ is listed again \(first in train.txt\)"):
+        _ingest(workdir, "voc", {})
+
+
+def test_yolo_pixel_coordinates_are_reported_not_clipped_into_garbage(workdir):
+    _yolo(workdir / "src")
+    (workdir / "src/labels/train/y.txt").write_text("0 5 2 45 2 45 18 5 18\n")  # pixels of the 50x20 image
+    manifest, categories = _ingest(workdir, "yolo_seg", {"images": "images/train", "data_yaml": "data.yaml"})
+    entry = manifest.instances["y"][0]
+    assert entry["problem"].startswith("pixel_coordinates: y.txt:1 has coordinates up to 45, but YOLO-seg "
+                                       "coordinates are fractions of the image size")
+    assert entry["id"] == 0 and (load_label(manifest.semantic["y"]) == 0).all()  # nothing painted
+    result = clean(manifest.reset_index(), categories, parse_params({}).clean, workdir / "clean", 1)
+    assert "pixel_coordinates" in set(result.rejects.reason)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e12])
+def test_polygons_with_absurd_coordinates_become_rows_without_a_mask(workdir, value):
+    data = _coco(workdir / "src")
+    data["annotations"][0]["segmentation"] = [[5, 5, value, 5, 15, 15, 5, 15]]
+    (workdir / "src/annotations/instances.json").write_text(json.dumps(data))
+    manifest, _ = _ingest(workdir, "coco", {})
+    entry = next(e for e in manifest.instances["a"] if e["source_category"] == 3)
+    assert entry["problem"].startswith("bad_coordinates: a polygon coordinate is ") and entry["area"] == 0

@@ -34,6 +34,8 @@ FIXES = {
     "degenerate_polygon": "redraw the object with at least 3 points, or remove it",
     "zero_area": "redraw the object so that it covers pixels, or remove it",
     "bad_segmentation": "give the object COCO polygons or an RLE of the image's size",
+    "bad_coordinates": "fix the polygon's points: they must be finite pixel positions in or near the image",
+    "pixel_coordinates": "write YOLO-seg coordinates as fractions of the image size: x / width and y / height",
     "unlisted_segment": "list the segment id in the image's segments_info (with its category), or set its pixels to 0",
     "clipped_polygon": "none needed: the points outside the image were clipped to it",
     "overlap": "none needed: each pixel belongs to the smallest object on it; check the annotations if unexpected",
@@ -44,7 +46,8 @@ POLICY = {
     "corrupt_mask": "on_corrupt", "size_mismatch": "on_size_mismatch", "label_out_of_range": "on_label_out_of_range",
     "unknown_color": "on_label_out_of_range", "all_ignore": "on_all_ignore", "duplicate": "on_duplicate",
     **{reason: "on_object_defect" for reason in ("unknown_category", "degenerate_polygon", "zero_area",
-                                                 "bad_segmentation", "unlisted_segment")},
+                                                 "bad_segmentation", "bad_coordinates", "pixel_coordinates",
+                                                 "unlisted_segment")},
 }
 OBJECT_DROPS = {r for r, policy in POLICY.items() if policy == "on_object_defect"}  # left out, the sample stays
 TO_IGNORE = {"label_out_of_range", "unknown_color"}  # what clean.on_label_out_of_range: to_ignore repairs

@@ -10,6 +10,7 @@ from segpipe.config import CocoParams
 from segpipe.data.canonical import Categories, Category
 from segpipe.data.instances import BACKGROUND, AnnotatedSample, Annotation
 from segpipe.data.palette import class_color
+from segpipe.data.sample_ids import unique_ids
 from segpipe.errors import SegpipeError
 
 
@@ -86,16 +87,17 @@ def plan_file(root: Path, annotation_file: str, image_dir: str, split: str,
                            f"same category list")
     class_of = {c.source_id: c.id for c in found.items if c.source_id is not None}
     by_image = _annotations_by_image(data, path, class_of)
-    samples = []
+    records = []
     for index, record in enumerate(data["images"]):
         where = f"images[{index}]"
         image_id = _field(record, "id", where, path, int)
         file_name = _field(record, "file_name", where, path, str)
         size = (_field(record, "width", where, path, int), _field(record, "height", where, path, int))
-        stem = Path(file_name).stem
-        sample_id = f"{split}_{stem}" if split else stem
-        samples.append(AnnotatedSample(sample_id, root, (Path(image_dir) / file_name).as_posix(),
-                                       tuple(by_image.get(image_id, [])), split, size))
+        records.append((image_id, file_name, size))
+    ids = unique_ids([file_name for _, file_name, _ in records], f"an image of {path}")
+    samples = [AnnotatedSample(f"{split}_{sample_id}" if split else sample_id, root,
+                               (Path(image_dir) / file_name).as_posix(), tuple(by_image.get(image_id, [])), split, size)
+               for sample_id, (image_id, file_name, size) in zip(ids, records, strict=True)]
     return found, samples
 
 

@@ -11,6 +11,7 @@ from segpipe.config import CocoPanopticParams
 from segpipe.data.canonical import Categories, Category, copy_image, new_row
 from segpipe.data.palette import class_color
 from segpipe.data.panoptic_maps import SegmentLabel, paint_segments, write_maps
+from segpipe.data.sample_ids import unique_ids
 from segpipe.errors import SegpipeError
 
 
@@ -74,6 +75,7 @@ def plan_file(root: Path, annotation_file: str, masks: str, images: str, split: 
     image_files = {record.get("id"): record.get("file_name") for record in data.get("images") or []
                    if isinstance(record, dict)}
     samples = []
+    ids = iter(unique_ids([a["file_name"] for a in data["annotations"]], f"a segment PNG of {path}"))
     for annotation in data["annotations"]:
         png = annotation["file_name"]
         image_name = image_files.get(annotation["image_id"]) or f"{Path(png).stem}.jpg"
@@ -85,8 +87,8 @@ def plan_file(root: Path, annotation_file: str, masks: str, images: str, split: 
             labels.append(SegmentLabel(int(segment["id"]), category.id if category else None,
                                        bool(category and category.isthing), bool(segment.get("iscrowd", 0)),
                                        segment["category_id"], problem))
-        stem = Path(png).stem
-        samples.append(PanopticSample(f"{split}_{stem}" if split else stem, root,
+        sample_id = next(ids)
+        samples.append(PanopticSample(f"{split}_{sample_id}" if split else sample_id, root,
                                       (Path(images) / image_name).as_posix(), (Path(masks) / png).as_posix(),
                                       tuple(labels), split, found.ignore_index))
     return found, samples

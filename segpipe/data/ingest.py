@@ -19,6 +19,7 @@ from segpipe.data.canonical import (
     read_manifest,
     write_manifest,
 )
+from segpipe.data.sample_ids import require_unique
 from segpipe.data.sources import local_source
 from segpipe.fsutil import atomic_dir
 from segpipe.parallel import parallel_map
@@ -33,6 +34,9 @@ def _write(categories, samples, out_dir: Path, workers: int) -> pd.DataFrame:
         for sub in (IMAGES_DIR, SEMANTIC_DIR, INSTANCE_DIR):
             (tmp / sub).mkdir()
         rows = parallel_map(partial(_materialize, out_dir=tmp), samples, workers=workers, desc="ingest")
+        # the readers give distinct ids; should two rows share one all the same, one wrote over the other's files
+        require_unique(((row["sample_id"], row["source"]) for row in rows), "the sample id",
+                       "one would replace the other's files in data/raw")
         categories.save(tmp / CATEGORIES_FILE)
         write_manifest(pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)), tmp / MANIFEST_FILE)
     return read_manifest(out_dir / MANIFEST_FILE)

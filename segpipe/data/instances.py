@@ -23,6 +23,7 @@ from segpipe.data.canonical import INSTANCE_DIR, SEMANTIC_DIR, copy_image, new_r
 from segpipe.data.imageio import save_instance_map, save_label
 
 BACKGROUND = 0
+FAR_OUTSIDE = 4  # polygon coordinates beyond this many image sides are absurd: rasterising them would take forever
 
 
 @dataclass(frozen=True)
@@ -33,27 +34,43 @@ class Annotation:
     segmentation: Any
     iscrowd: bool = False
     source_category: int | None = None
+    problem: str = ""  # why a reader already knows it cannot be painted ("reason: detail")
 
     def scaled(self, width: int, height: int) -> Annotation:
         """Polygons given in 0..1 image coordinates (YOLO) in pixels of a ``width`` x ``height`` image."""
+        if self.problem:
+            return self
         polygons = [[v * (width if i % 2 == 0 else height) for i, v in enumerate(p)] for p in self.segmentation]
         return replace(self, segmentation=polygons)
 
 
 def _problem(annotation: Annotation, height: int, width: int) -> str:
     """Why ``annotation`` cannot be rasterised ('' when it can); coordinates outside the image are clipped."""
+    if annotation.problem:
+        return annotation.problem
     if annotation.category is None:
         return f"unknown_category: category id {annotation.source_category} is not in the category list"
     segmentation = annotation.segmentation
     if isinstance(segmentation, list):
+        if not all(isinstance(p, list) and all(_is_number(v) for v in p) for p in segmentation):
+            return "bad_segmentation: a polygon is not a list of numbers"
         polygons = [p for p in segmentation if len(p) >= 6]
         if not polygons:
             return "degenerate_polygon: no polygon with 3 or more points"
+        values = np.abs(np.concatenate([np.asarray(p, dtype=np.float64) for p in polygons]))
+        worst = float(np.nan_to_num(values, nan=np.inf).max())
+        if worst > FAR_OUTSIDE * max(height, width):
+            shown = next((float(v) for v in values if not np.isfinite(v)), worst)
+            return f"bad_coordinates: a polygon coordinate is {shown:g}, not in or near the {width}x{height} image"
     elif not (isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation):
         return "bad_segmentation: neither polygons nor RLE"
     elif list(segmentation["size"]) != [height, width]:
         return f"bad_segmentation: RLE size {list(segmentation['size'])} is not the image's [{height}, {width}]"
     return ""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _outside(segmentation: Any, height: int, width: int) -> bool:

@@ -96,13 +96,18 @@ class MaskFolderSample:
         return labels
 
 
-def _files(folder: Path, suffixes: set[str], strip: str = "") -> dict[str, Path]:
+def files_by_stem(folder: Path, suffixes: set[str], strip: str = "", kind: str = "image") -> dict[str, Path]:
+    """The files of ``folder`` with one of ``suffixes``, by the stem that pairs them (``strip`` removed); two
+    files with one stem (``a.png`` and ``a.jpg``) are an error naming both, as either could be meant."""
     if not folder.is_dir():
         raise SegpipeError(f"{folder}: folder not found; check ingest.mask_folder (images/masks/splits)")
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.suffix.lower() in suffixes and not path.name.startswith("."):
             stem = path.stem[: -len(strip)] if strip and path.stem.endswith(strip) else path.stem
+            if stem in found:
+                raise SegpipeError(f"{found[stem]} and {path} are two {kind}s with the stem '{stem}'; rename one of "
+                                   f"them (files are paired by stem, so either could be meant)")
             found[stem] = path
     return found
 
@@ -122,8 +127,8 @@ def plan(root: Path, params: MaskFolderParams) -> tuple[Categories, list[MaskFol
         groups = {name: (folders.images, folders.masks) for name, folders in params.splits.items()}
     samples = []
     for split, (image_dir, mask_dir) in groups.items():
-        images = _files(root / image_dir, IMAGE_SUFFIXES)
-        masks = _files(root / mask_dir, MASK_SUFFIXES, params.mask_suffix)
+        images = files_by_stem(root / image_dir, IMAGE_SUFFIXES)
+        masks = files_by_stem(root / mask_dir, MASK_SUFFIXES, params.mask_suffix, "mask")
         for stem in sorted(images.keys() | masks.keys()):
             sample_id = f"{split}_{stem}" if split else stem
             image, mask = (_relative(found.get(stem), root) for found in (images, masks))

@@ -61,13 +61,19 @@ class VocSample:
 
 def plan(root: Path, params: VocParams) -> tuple[Categories, list[VocSample]]:
     """Every sample listed in the chosen ImageSets/Segmentation files (each list is a predefined split)."""
-    samples = []
+    samples, listed = [], {}
     for split in params.image_sets:
         listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
         if not listing.is_file():
             raise SegpipeError(f"{listing}: not found; point ingest.source at the VOC2012 folder (it holds "
                                f"JPEGImages/ and ImageSets/) or change ingest.voc.image_sets")
-        samples += [VocSample(line.strip(), root, split) for line in listing.read_text().splitlines() if line.strip()]
+        for name in (line.strip() for line in listing.read_text().splitlines()):
+            if name and name in listed:
+                raise SegpipeError(f"{listing}: {name} is listed again (first in {listed[name]}); an image belongs "
+                                   f"to one split only, once")
+            if name:
+                listed[name] = listing.name
+                samples.append(VocSample(name, root, split))
     if not samples:
         raise SegpipeError(f"{root}: the ImageSets/Segmentation lists name no images")
     return CATEGORIES, samples

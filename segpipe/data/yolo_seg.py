@@ -10,9 +10,11 @@ import yaml
 from segpipe.config import YoloSegParams
 from segpipe.data.canonical import Categories, Category
 from segpipe.data.instances import BACKGROUND, AnnotatedSample, Annotation
-from segpipe.data.mask_folder import IMAGE_SUFFIXES
+from segpipe.data.mask_folder import IMAGE_SUFFIXES, files_by_stem
 from segpipe.data.palette import class_color
 from segpipe.errors import SegpipeError
+
+NORMALIZED_REACH = 1.5  # normalised polygons may reach a little past the image border (clipped), never this far
 
 
 def class_names(root: Path, params: YoloSegParams) -> list[str]:
@@ -58,8 +60,17 @@ def parse_labels(path: Path, num_classes: int) -> list[Annotation]:
         if len(coords) % 2:
             raise SegpipeError(f"{path}:{number}: an odd number of coordinates ({len(coords)}); each point is x y")
         category = cls + 1 if 0 <= cls < num_classes else None
-        annotations.append(Annotation(category, [coords], False, cls))
+        annotations.append(Annotation(category, [coords], False, cls, _pixel_units(coords, path, number)))
     return annotations
+
+
+def _pixel_units(coords: list[float], path: Path, number: int) -> str:
+    """Why a polygon looks like pixels rather than YOLO's fractions of the image size ('' when it does not)."""
+    if coords and max(abs(v) for v in coords) > NORMALIZED_REACH:
+        return (f"pixel_coordinates: {path.name}:{number} has coordinates up to {max(abs(v) for v in coords):g}, "
+                f"but YOLO-seg coordinates are fractions of the image size (0..1); divide x by the image width and "
+                f"y by its height")
+    return ""
 
 
 def _label_dir(images: str, labels: str | None) -> str:
@@ -93,7 +104,7 @@ def plan(root: Path, params: YoloSegParams) -> tuple[Categories, list[AnnotatedS
         if not folder.is_dir():
             raise SegpipeError(f"{folder}: folder not found; check ingest.yolo_seg (images / splits)")
         labels = root / _label_dir(image_dir, label_dir)
-        images = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+        images = files_by_stem(folder, IMAGE_SUFFIXES, kind="image")  # a label file is found by its image's stem
         orphans = sorted(p.stem for p in labels.glob("*.txt") if p.stem not in images) if labels.is_dir() else []
         images.update({stem: folder / f"{stem}.jpg" for stem in orphans})
         samples += [_sample(root, image, labels / f"{stem}.txt", split, categories.num_classes - 1)
