@@ -1,4 +1,4 @@
-"""The ``segmentation-pipeline`` flow: the DVC stages (params check, then the seven) as Prefect tasks, in order.
+"""The ``segmentation-pipeline`` flow: the stages of dvc.yaml as Prefect tasks, in order.
 
 DVC stays the judge of what is stale: each task runs ``dvc repro --single-item <stage>``, so a flow run gives
 the same outputs and caching as ``dvc repro``. Overrides are dotted params keys; a run with overrides is saved
@@ -14,13 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from segpipe.overrides import dvc_set_args, write_overrides
 from segpipe.stage import telemetry_off
-
-STAGES = ("params", "ingest", "clean", "split", "augment", "pretrain", "train", "evaluate", "export")
 
 
 class StageFailed(RuntimeError):
@@ -36,6 +35,11 @@ def stage_environment() -> dict[str, str]:
     telemetry_off()
     bin_dir = str(Path(sys.executable).parent)
     return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
+
+
+def pipeline_stages(project: Path) -> list[str]:
+    """The stages of the project's dvc.yaml, in the order they run (each depends on ones above it)."""
+    return list(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
 
 
 def _failure(stage: str, output: str) -> StageFailed:
@@ -125,7 +129,7 @@ def segmentation_pipeline(overrides: dict[str, Any] | None = None, project: str 
     params = write_overrides(root / "params.yaml", overrides)
     retrying = run_stage.with_options(retries=params.orchestration.retries,
                                       retry_delay_seconds=params.orchestration.retry_delay_seconds)
-    stages = {stage: retrying(stage, str(root)) for stage in STAGES}
+    stages = {stage: retrying(stage, str(root)) for stage in pipeline_stages(root)}
     if overrides:
         name = experiment_name or "flow-" + "-".join(f"{k.split('.')[-1]}{v}" for k, v in overrides.items())[:60]
         saved = subprocess.run(["dvc", "exp", "save", "--force", "-n", name], cwd=root, env=stage_environment(),

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+SOURCE = Path("data/source")  # a link to ingest.source, for DVC to hash (segpipe.data.source_link)
+EXTRA_SOURCE = Path("data/source-extra")  # ... and one to pretrain.extra_images
 RAW = Path("data/raw")
 CLEAN = Path("data/clean")
 SPLIT = Path("data/split")

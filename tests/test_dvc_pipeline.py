@@ -48,6 +48,7 @@ def test_repro_runs_all_then_nothing_then_only_what_changed(project):
         assert (project / path).exists(), path
     second = sh(project, "dvc", "repro")
     assert ran(second) == set() and "up to date" in second
+    assert_code_changes_name_exactly_their_stages(project)
 
     change(project, "evaluate", "boundary_tolerance", 3)
     assert ran(sh(project, "dvc", "repro")) == {"evaluate"}
@@ -67,6 +68,21 @@ def test_repro_runs_all_then_nothing_then_only_what_changed(project):
     assert "unknown key 'augmnet' (did you mean 'augment'?)" in failed.stderr
     assert "missing from 'params.yaml'" not in failed.stderr + failed.stdout  # segpipe's error, not DVC's
     assert (project / "data/cache/train/image.npy").exists()  # DVC never got to remove augment's outputs
+
+
+def assert_code_changes_name_exactly_their_stages(project: Path) -> None:
+    """A change to a library module makes `dvc status` name the stages that import it, and only those."""
+    from segpipe.stage_deps import _yaml, derived_deps
+
+    deps = derived_deps(_yaml().load((project / "dvc.yaml").read_text())["stages"], project)
+    for module in ("segpipe/transforms.py", "segpipe/data/dataset.py", "segpipe/evaluation.py", "segpipe/viz.py"):
+        path = project / module
+        original = path.read_text()
+        path.write_text(original + "\n# an edit\n")
+        status = json.loads(sh(project, "dvc", "status", "--json"))
+        path.write_text(original)
+        assert set(status) == {name for name, listed in deps.items() if module in listed}, module
+    assert json.loads(sh(project, "dvc", "status", "--json")) == {}
 
 
 def test_default_pipeline_learns(tmp_path):
@@ -97,3 +113,18 @@ def test_the_same_source_spelt_another_way_reruns_only_ingest(tmp_path):
     text = (project / "params.yaml").read_text()
     (project / "params.yaml").write_text(text.replace(str(src.resolve()), "../src"))
     assert ran(sh(project, "dvc", "repro", "split")) == {"ingest"}  # same data: clean and split stay cached
+
+    # the source files are a dependency: a changed image reruns ingest and what its output feeds
+    save_pair(src, "s0", *scene(seed=99))
+    status = sh(project, "dvc", "status", "--with-deps", "split")
+    assert "ingest:" in status and "modified:           data/source" in status
+    assert ran(sh(project, "dvc", "repro", "split")) == {"ingest", "clean", "split"}
+    assert "Data and pipelines are up to date" in sh(project, "dvc", "status", "--with-deps", "split")
+    # an archive too: a member changed inside it reruns ingest
+    shutil.make_archive(str(tmp_path / "src"), "zip", src)
+    (project / "params.yaml").write_text(text.replace(str(src.resolve()), str(tmp_path / "src.zip")))
+    assert ran(sh(project, "dvc", "repro", "split")) == {"ingest"}
+    save_pair(src, "s1", *scene(seed=98))
+    shutil.make_archive(str(tmp_path / "src"), "zip", src)
+    assert "ingest:" in sh(project, "dvc", "status", "--with-deps", "split")
+    assert ran(sh(project, "dvc", "repro", "split")) == {"ingest", "clean", "split"}

@@ -1,11 +1,11 @@
-"""``data/source``: what DVC hashes as the source data of ingest.
+"""``data/source`` and ``data/source-extra``: what DVC hashes as the source data of ingest and pretrain.
 
-DVC decides what is stale from the files a stage depends on, and ``ingest.source`` may be any folder or archive
-on the machine, so the ``source`` stage keeps ``data/source`` as a symbolic link to it: DVC follows the link and
-hashes every file under it, so a changed, added or removed source file makes ``dvc status`` name ingest and
-``dvc repro`` rerun it. The synthetic scenes have no source files (their generator and params are ingest's
-dependencies) and a URL is named by its address and ``ingest.sha256`` (the download is kept under its URL), so
-for those ``data/source`` is a small note instead.
+DVC decides what is stale from the files a stage depends on, and ``ingest.source`` (or ``pretrain.extra_images``)
+may be any folder or archive on the machine, so the ``source`` stage keeps a symbolic link to each: DVC follows
+the link and hashes every file under it, so a changed, added or removed source file makes ``dvc status`` name the
+stage that reads it and ``dvc repro`` rerun it. The synthetic scenes have no source files (their generator and
+params are ingest's dependencies) and a URL is named by its address and ``ingest.sha256`` (the download is kept
+under its URL), so for those the link is a small note instead.
 """
 
 from __future__ import annotations
@@ -13,20 +13,30 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from segpipe.config import IngestParams
+from segpipe.config import IngestParams, Params
 from segpipe.data.sources import is_url
 from segpipe.errors import SegpipeError
+from segpipe.paths import EXTRA_SOURCE, SOURCE
 
-NOTE_HEADER = "# segpipe: ingest.source as DVC sees it (written by the source stage)\n"
+NOTE_HEADER = "# segpipe: the source data as DVC sees it (written by the source stage)\n"
 
 
-def describe(ingest: IngestParams) -> str:
-    """The note written for sources that are not local files ('' for a local folder or archive)."""
+def ingest_note(ingest: IngestParams) -> str:
+    """What stands for the source of ``ingest`` when it is no local file ('' for a local folder or archive)."""
     if ingest.format == "synthetic":
-        return f"{NOTE_HEADER}synthetic scenes: generated from ingest.synthetic and base.seed\n"
+        return "synthetic scenes: generated from ingest.synthetic and base.seed"
     if is_url(ingest.source or ""):
-        return f"{NOTE_HEADER}url: {ingest.source}\nsha256: {ingest.sha256}\n"
+        return f"url: {ingest.source} (sha256: {ingest.sha256})"
     return ""
+
+
+def link_sources(params: Params) -> dict[str, str]:
+    """Point data/source at ``ingest.source`` and data/source-extra at ``pretrain.extra_images``; return what
+    each link now stands for."""
+    note = ingest_note(params.ingest)
+    extra = params.pretrain.extra_images
+    return {"ingest.source": update_link(SOURCE, None if note else params.ingest.source, note),
+            "pretrain.extra_images": update_link(EXTRA_SOURCE, extra, "" if extra else "no extra images")}
 
 
 def _ours(link: Path) -> bool:
@@ -36,27 +46,26 @@ def _ours(link: Path) -> bool:
     return link.is_file() and link.read_text(errors="replace").startswith(NOTE_HEADER)
 
 
-def update_link(ingest: IngestParams, link: Path) -> str:
-    """Point ``link`` at the local source of ``ingest`` (or write the note); return what it now stands for."""
+def update_link(link: Path, source: str | None, note: str = "") -> str:
+    """Make ``link`` a symbolic link to the local folder or archive ``source``, or a file holding ``note`` when
+    there is no local source; return what it now stands for."""
     if not _ours(link):
-        raise SegpipeError(f"{link} is not segpipe's link to ingest.source (it holds files of its own); move it "
+        raise SegpipeError(f"{link} is not segpipe's link to the source data (it holds files of its own); move it "
                            f"elsewhere, segpipe keeps this path for the link")
     link.parent.mkdir(parents=True, exist_ok=True)
     temporary = link.with_name(f".{link.name}.{os.getpid()}.tmp")
     temporary.unlink(missing_ok=True)
-    note = describe(ingest)
     if note:
-        temporary.write_text(note)
+        temporary.write_text(f"{NOTE_HEADER}{note}\n")
         os.replace(temporary, link)
-        return note.splitlines()[1]
-    target = Path(ingest.source or "").expanduser().resolve()
+        return note
+    target = Path(source or "").expanduser().resolve()
     if not target.exists():
-        raise SegpipeError(f"ingest.source: {ingest.source} does not exist on this machine; point it at the dataset "
-                           f"folder or archive (a shared path, or an http(s) URL with ingest.download: true)")
+        raise SegpipeError(f"{source} does not exist on this machine; point the params at the data (a shared path, "
+                           f"or for ingest.source an http(s) URL with ingest.download: true)")
     place = link.parent.resolve() / link.name  # the link itself, not what it points at now
     if target == place or place in target.parents:
-        raise SegpipeError(f"ingest.source: {ingest.source} lies inside {link}, segpipe's own link; point it at "
-                           f"the dataset itself")
+        raise SegpipeError(f"{source} lies inside {link}, segpipe's own link; point the params at the data itself")
     temporary.symlink_to(target, target_is_directory=target.is_dir())
     os.replace(temporary, link)  # a link replaces a link (or the note) in one step; what it pointed at stays
     return str(target)

@@ -1,27 +1,13 @@
 """Segmentation tasks behind one interface (:mod:`segpipe.tasks.base`).
 
-This module stays import-light (params validation reads :data:`TASK_MODELS`); ``get_task`` imports a task's
-module only when it is asked for.
+``get_task`` imports a task's module only when it is asked for; which models each task trains is in
+:mod:`segpipe.catalog`.
 """
 
 from __future__ import annotations
 
+from segpipe.catalog import TASK_MODELS
 from segpipe.errors import SegpipeError
-
-# the models each task can train (``model.name``), in the order the README lists them
-TASK_MODELS: dict[str, tuple[str, ...]] = {
-    "semantic": ("unet", "fcn_resnet50", "deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large",
-                 "lraspp_mobilenet_v3_large"),
-    "instance": ("maskrcnn_resnet18_fpn", "maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"),
-    "panoptic": ("panoptic_deeplab_unet", "panoptic_fpn_resnet18"),
-}
-
-
-def model_problem(task: str, model_name: str) -> str:
-    """Why ``model_name`` cannot serve ``task`` ('' when it can)."""
-    if model_name in TASK_MODELS[task]:
-        return ""
-    return f"model.name '{model_name}' does not do task '{task}'; for {task} use {', '.join(TASK_MODELS[task])}"
 
 
 def get_task(name: str):  # -> segpipe.tasks.base.Task (imported lazily)

@@ -1,0 +1,23 @@
+"""Stage: keep data/source (and data/source-extra) pointing at the source data, so that DVC hashes its files."""
+
+from __future__ import annotations
+
+from segpipe.config import Params
+from segpipe.data.source_link import link_sources
+from segpipe.stage import stage_main
+
+
+def run(params: Params) -> dict[str, str]:
+    """Link data/source to ``ingest.source`` and data/source-extra to ``pretrain.extra_images`` (a note when
+    there are no local files)."""
+    linked = link_sources(params)
+    print("source: " + "; ".join(f"{key} -> {target}" for key, target in linked.items()))
+    return linked
+
+
+def main() -> None:
+    stage_main("source", run)
+
+
+if __name__ == "__main__":
+    main()
