@@ -27,7 +27,7 @@ from segpipe import tracking
 from segpipe.config import Params, RangeSpec, SweepParams, load_params, parse_params
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import working_directory, write_json
-from segpipe.overrides import apply_overrides, dvc_set_args
+from segpipe.overrides import ParamsGuard, apply_overrides, dvc_set_args
 from segpipe.tasks import get_task
 
 SEED_KEY = "base.seed"  # trials that differ only in it are one arm of an experiment
@@ -69,7 +69,9 @@ def optuna_distributions(space: dict[str, list[Any] | RangeSpec]) -> dict[str, A
 
 
 def _trial_metrics(project: Path, name: str) -> dict[str, float]:
-    """The metrics DVC recorded for experiment ``name`` (``dvc exp show --json``)."""
+    """The metrics DVC recorded for experiment ``name`` (``dvc exp show --json``): the validation metrics of the
+    epoch training kept (``val_*``, what the sweep selects on), the test metrics (``test_*``, reported only) and
+    the pretraining's."""
     done = subprocess.run(["dvc", "exp", "show", "--json"], cwd=project, env=stage_environment(), capture_output=True,
                           text=True, check=True)
     for commit in json.loads(done.stdout):
@@ -78,8 +80,10 @@ def _trial_metrics(project: Path, name: str) -> dict[str, float]:
                 if revision.get("name") == name:
                     files = (revision.get("data") or {}).get("metrics", {})
                     test = files.get("reports/metrics.json", {}).get("data", {}).get("test", {})
+                    kept = files.get("reports/train.json", {}).get("data", {})
                     pretrain = files.get("reports/pretrain.json", {}).get("data", {})
-                    metrics = {f"test_{k}": v for k, v in test.items() if _is_number(v)}
+                    metrics = {k: v for k, v in kept.items() if _is_number(v)}
+                    metrics |= {f"test_{k}": v for k, v in test.items() if _is_number(v)}
                     if pretrain.get("enabled"):  # the pretraining this trial fine-tuned from (or could have)
                         metrics |= {f"pretrain_{k}": v for k, v in pretrain.items() if _is_number(v)}
                     return metrics
@@ -135,17 +139,27 @@ def arm_table(results: list[dict[str, Any]], sweep: SweepParams) -> list[dict[st
     return table
 
 
+def reported_test_metric(objective: str) -> str:
+    """The test metric reported beside a validation objective (``val_miou`` -> ``test_miou``)."""
+    return "test_" + objective.removeprefix("val_").removeprefix("test_")
+
+
 def summary_markdown(table: list[dict[str, Any]], sweep: SweepParams, best_command: str,
                      arms: list[dict[str, Any]]) -> str:
-    """The trials ranked by the objective, then (when base.seed is swept) each arm's mean and std over seeds."""
-    keys = list(sweep.space)
-    head = "| rank | trial | " + " | ".join(keys) + f" | {sweep.objective} | seconds |"
-    lines = [head, "|" + "---|" * (len(keys) + 4)]
+    """The trials ranked by the objective, with the test metric each one reached (reported, never used to rank),
+    then (when base.seed is swept) each arm's mean and std over seeds."""
+    keys, test = list(sweep.space), reported_test_metric(sweep.objective)
+    shown = [sweep.objective] if test == sweep.objective else [sweep.objective, test]
+    head = "| rank | trial | " + " | ".join(keys + shown) + " | seconds |"
+    lines = [head, "|" + "---|" * (len(keys) + len(shown) + 3)]
     for rank, row in enumerate(table, 1):
         values = " | ".join(str(row["overrides"][k]) for k in keys)
-        score = row["metrics"].get(sweep.objective, float("nan"))
-        lines.append(f"| {rank} | {row['name']} | {values} | {score:.4f} | {row['seconds']} |")
-    text = f"# sweep ({sweep.method}, {len(table)} trials)\n\n" + "\n".join(lines) + f"\n\nBest: `{best_command}`\n"
+        scores = " | ".join(f"{row['metrics'].get(key, float('nan')):.4f}" for key in shown)
+        lines.append(f"| {rank} | {row['name']} | {values} | {scores} | {row['seconds']} |")
+    best = table[0]["metrics"]
+    chosen = ", ".join(f"{key} {best.get(key, float('nan')):.4f}" for key in shown)
+    text = (f"# sweep ({sweep.method}, {len(table)} trials, selected on {sweep.objective})\n\n" + "\n".join(lines)
+            + f"\n\nChosen: {table[0]['name']} ({chosen}): `{best_command}`\n")
     if arms:
         arm_keys = [k for k in keys if k != SEED_KEY]
         lines = ["| " + " | ".join(arm_keys) + f" | seeds | {sweep.objective} mean ± std |",
@@ -183,19 +197,21 @@ def segmentation_sweep(project: str = ".", method: str | None = None, space: dic
     given = {k: v for k, v in {"method": method, "space": space, "trials": trials, "concurrency": concurrency,
                                "results": results}.items() if v is not None}
     sweep = SweepParams.model_validate({**params.orchestration.sweep.model_dump(), **given})
-    if sweep.objective is None:  # the task's own: test_miou, test_mask_ap, ...
-        sweep = sweep.model_copy(update={"objective": f"test_{get_task(params.task).objective}"})
+    if sweep.objective is None:  # the task's own, on validation: val_miou, val_mask_ap, val_pq
+        sweep = sweep.model_copy(update={"objective": f"val_{get_task(params.task).objective}"})
     if not params.tracking.enabled or not sweep.space:
         raise SegpipeError("a sweep needs tracking.enabled: true and a non-empty orchestration.sweep.space")
-    original = (root / "params.yaml").read_text()
+    guard = ParamsGuard(root / "params.yaml")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with working_directory(root):
         parent = tracking.server_run_id(tracking.start_run(params, "sweep", run_name=f"sweep-{stamp}")) or ""
         uri = tracking.tracking_uri(params.tracking)
     try:
-        results = _run_trials(root, sweep, parent, stamp, params.base.seed, uri)
+        results = _run_trials(root, sweep, parent, stamp, params.base.seed, uri, guard)
     finally:
-        (root / "params.yaml").write_text(original)
+        restored = guard.restore()
+        if restored:
+            print(restored)
     table = summary_table(results, sweep)
     best = table[0]
     best_command = f"dvc exp run {' '.join(dvc_set_args(best['overrides']))}  # or: dvc exp apply {best['name']}"
@@ -208,22 +224,28 @@ def segmentation_sweep(project: str = ".", method: str | None = None, space: dic
     create_markdown_artifact(markdown, key="segmentation-sweep", description="trials sorted by the objective")
     with working_directory(root):  # the default tracking store is a file of the project
         _finish_parent(params, root, parent, table, markdown, sweep)
-    print(f"best trial {best['name']} ({sweep.objective} {best['metrics'].get(sweep.objective)}): {best_command}")
+    test = reported_test_metric(sweep.objective)
+    print(f"chosen on {sweep.objective}: trial {best['name']} ({sweep.objective} "
+          f"{best['metrics'].get(sweep.objective)}, {test} {best['metrics'].get(test)}): {best_command}")
     return {"parent_run_id": parent, "trials": table, "arms": arms, "best_command": best_command}
 
 
 def _run_trials(root: Path, sweep: SweepParams, parent: str, stamp: str, seed: int,
-                uri: str) -> list[dict[str, Any]]:
+                uri: str, guard: ParamsGuard) -> list[dict[str, Any]]:
     temp = sweep.concurrency > 1  # trials at once need their own folders: dvc exp run --temp
     results: list[dict[str, Any]] = []
 
     def launch(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for overrides in batch:  # validate first: a bad value fails before any training
-            check_overrides(root, overrides)
+            check_overrides(guard.original, overrides)
+        guard.check(f"trial {len(results)}")
         start = len(results)
         futures = [run_trial.submit(str(root), f"sweep-{stamp}-{start + i}", o, parent, temp, uri)
                    for i, o in enumerate(batch)]
-        return [f.result() for f in futures]
+        try:
+            return [f.result() for f in futures]
+        finally:
+            guard.trial_done()
 
     if sweep.method == "bayes":
         import optuna
@@ -242,9 +264,9 @@ def _run_trials(root: Path, sweep: SweepParams, parent: str, stamp: str, seed: i
     return results
 
 
-def check_overrides(root: Path, overrides: dict[str, Any]) -> None:
-    """Validate a trial's overrides against params.yaml without changing it."""
-    parse_params(apply_overrides(yaml.safe_load((root / "params.yaml").read_text()), overrides), "sweep trial")
+def check_overrides(params_text: str, overrides: dict[str, Any]) -> None:
+    """Validate a trial's overrides against the sweep's params without changing any file."""
+    parse_params(apply_overrides(yaml.safe_load(params_text), overrides), "sweep trial")
 
 
 def _finish_parent(params: Params, root: Path, parent: str, table: list[dict[str, Any]], markdown: str,
@@ -258,9 +280,9 @@ def _finish_parent(params: Params, root: Path, parent: str, table: list[dict[str
     summary.parent.mkdir(exist_ok=True)
     summary.write_text(markdown)
     client.log_artifact(parent, str(summary))
-    best = table[0]["metrics"].get(sweep.objective)
-    if best is not None:
-        client.log_metric(parent, f"best_{sweep.objective}", best)
+    for key in {sweep.objective, reported_test_metric(sweep.objective)}:  # the chosen trial's, test reported
+        if table[0]["metrics"].get(key) is not None:
+            client.log_metric(parent, f"best_{key}", table[0]["metrics"][key])
     client.log_param(parent, "sweep.method", sweep.method)
     client.set_terminated(parent)
 

@@ -404,11 +404,21 @@ class SweepParams(Section):
     trials: int = Field(4, ge=1, description="trials for random and bayes (grid runs every combination)")
     concurrency: int = Field(1, ge=1, description="trials at once: 1 on a 2-core CPU, more with GPU workers")
     objective: str | None = Field(
-        None, description="MLflow metric the sweep optimises; null = the task's test objective (test_miou, ...)")
+        None, description="validation metric the sweep optimises; null = the task's (val_miou, val_mask_ap, val_pq)")
+    allow_test_objective: bool = Field(
+        False, description="let objective name a test metric (an experiment that compares arms, not a selection)")
     direction: Literal["maximize", "minimize"] = "maximize"
     space: dict[str, list[Any] | RangeSpec] = Field(default_factory=dict, description="dotted key -> values or range")
     results: str | None = Field(None, description="a JSON file for the trials and, with base.seed in a grid's space, "
                                                   "the mean and std of each arm over its seeds")
+
+    @model_validator(mode="after")
+    def _selects_on_validation(self) -> SweepParams:
+        if self.objective and self.objective.startswith("test_") and not self.allow_test_objective:
+            raise ValueError(f"objective '{self.objective}' is a test metric: choosing hyperparameters on the test "
+                             f"set makes the reported score optimistic; use val_{self.objective.removeprefix('test_')}"
+                             f" (or null), or set allow_test_objective: true for an experiment that selects nothing")
+        return self
 
     @model_validator(mode="after")
     def _grid_needs_lists(self) -> SweepParams:

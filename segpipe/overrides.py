@@ -80,3 +80,37 @@ def dvc_set_args(overrides: dict[str, Any]) -> list[str]:
         literal = value if isinstance(value, str) else json.dumps(value)
         args += ["-S", f"{key}={literal}"]
     return args
+
+
+class ParamsGuard:
+    """The workspace params.yaml while a sweep's trials edit it (``dvc exp run -S`` writes their values there):
+    the sweep notices an edit that is not its own, stops before the next trial would run with it, and puts the
+    original file back at the end only when the user changed nothing meanwhile, in one atomic step."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.original = path.read_text()
+        self.expected = self.original  # what the file holds unless someone else edited it
+
+    def check(self, before: str) -> None:
+        """Raise if the file changed since the sweep last wrote it (nothing runs with edits it did not make)."""
+        if self.path.read_text() != self.expected:
+            raise SegpipeError(f"{self.path} was edited while the sweep ran; it stopped before {before} so that no "
+                               f"trial runs with those edits, and your edits are kept")
+
+    def trial_done(self) -> None:
+        """Note what the trials just left in the file."""
+        self.expected = self.path.read_text() if self.path.is_file() else ""
+
+    def restore(self) -> str:
+        """Put the original file back unless the user edited it during the sweep; return a warning when not."""
+        current = self.path.read_text() if self.path.is_file() else ""
+        if current == self.original:
+            return ""
+        if current != self.expected:
+            keep = write_atomic(self.path.with_name(f"{self.path.name}.before-sweep.bak"),
+                                lambda p: p.write_text(self.original))
+            return (f"segpipe sweep: warning: {self.path} was edited during the sweep, so it was left as it is; "
+                    f"the file as it was before the sweep is in {keep}")
+        write_atomic(self.path, lambda p: p.write_text(self.original))
+        return ""

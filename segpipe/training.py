@@ -196,6 +196,14 @@ def resume_state(trainer: Trainer, path: Path, fingerprint: str) -> tuple[FitSta
     return state, saved.get("best_model"), f"resuming after epoch {state.epoch} from {path};"
 
 
+def kept_epoch_summary(state: FitState, objective: str) -> dict[str, Any]:
+    """The epoch that models/model.pt holds and its validation metrics (what a sweep selects on), with the epochs
+    run (fewer than train.epochs after early stopping)."""
+    kept = next(row for row in state.history if row["epoch"] == state.best_epoch)
+    return {"objective": objective, "best_epoch": state.best_epoch, "epochs_run": state.epoch,
+            **{key: value for key, value in kept.items() if key.startswith("val_")}}
+
+
 def epoch_line(row: dict[str, Any], epochs: int, seconds_per_epoch: float, stage: str = "train") -> str:
     """One line per epoch for logs: losses, validation metrics, speed and the time left."""
     left = duration(seconds_per_epoch * (epochs - row["epoch"]))

@@ -7,13 +7,14 @@ import pandas as pd
 from segpipe import checkpoint, tracking
 from segpipe.config import Params
 from segpipe.distributed import init_runtime, shutdown
-from segpipe.fsutil import write_atomic
+from segpipe.fsutil import write_atomic, write_json
 from segpipe.paths import CACHE, MODELS, REPORTS, SPLIT
 from segpipe.stage import stage_main
-from segpipe.training import FitState, Trainer, fit, initial_weights_files
+from segpipe.training import FitState, Trainer, fit, initial_weights_files, kept_epoch_summary
 from segpipe.viz import training_curves
 
 CHECKPOINT = MODELS / "checkpoints" / "last.pt"
+SUMMARY = REPORTS / "train.json"  # a DVC metrics file: the validation metrics of the epoch kept (sweeps select on it)
 HISTORY = REPORTS / "train_history.csv"
 CURVES = REPORTS / "train_curves.png"
 PREVIEW = REPORTS / "augment_preview.png"  # written by augment, logged with the run that trains on it
@@ -51,6 +52,7 @@ def run(params: Params) -> FitState:
                              "normalize": trainer.policy["normalize"], "train_size": trainer.policy["train_size"],
                              "epoch": state.best_epoch, trainer.objective: state.best_score}, MODELS / "model.pt")
             training_curves(state.history, CURVES)
+            write_json(SUMMARY, kept_epoch_summary(state, trainer.objective))
             tracking.save_run_id(state.run_id, tracking.tracking_uri(params.tracking))
             tracking.log_artifacts(params, state.run_id, [HISTORY, CURVES, PREVIEW])
             CHECKPOINT.unlink(missing_ok=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from segpipe.errors import SegpipeError
 from tests.conftest import GIT_IDENTITY, new_project, sh, tiny_train_params
 
 pytestmark = pytest.mark.slow
@@ -108,9 +109,12 @@ def test_sweep_gives_one_child_run_per_trial(tmp_path, prefect_engine):
                                 space={"train.optimizer.lr": [0.001, 0.01]}, results="sweep.json")
     assert (project / "params.yaml").read_text() == before  # the workspace params are left as they were
     written = json.loads((project / "sweep.json").read_text())
-    assert written["objective"] == "test_miou" and written["arms"] == []  # no seeds swept: no arms to pool
+    assert written["objective"] == "val_miou" and written["arms"] == []  # no seeds swept: no arms to pool
     assert sorted(t["metrics"]["test_miou"] for t in written["trials"]) == sorted(
         t["metrics"]["test_miou"] for t in result["trials"])
+    kept = [t["metrics"] for t in result["trials"]]  # selected on validation, best first; test only reported
+    assert [m["val_miou"] for m in kept] == sorted((m["val_miou"] for m in kept), reverse=True)
+    assert all(m["best_epoch"] == 1 and m["epochs_run"] == 1 for m in kept)
     assert len(result["trials"]) == 2 and result["best_command"].startswith("dvc exp run -S train.optimizer.lr=")
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("segpipe")
@@ -121,7 +125,11 @@ def test_sweep_gives_one_child_run_per_trial(tmp_path, prefect_engine):
     assert all("test_miou" in c.data.metrics for c in children)
     assert len({c.data.metrics["val_miou"] for c in children}) == 2
     parent = client.get_run(result["parent_run_id"])
-    assert "best_test_miou" in parent.data.metrics
+    assert {"best_val_miou", "best_test_miou"} <= set(parent.data.metrics)
+    assert parent.data.metrics["best_val_miou"] == kept[0]["val_miou"]
+    summary = (project / ".segpipe/sweep_summary.md").read_text()
+    assert "selected on val_miou" in summary and "| val_miou | test_miou |" in summary
+    assert f"Chosen: {result['trials'][0]['name']} (val_miou {kept[0]['val_miou']:.4f}, test_miou " in summary
     assert "sweep_summary.md" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     experiments = sh(project, "dvc", "exp", "list")
     assert experiments.count("sweep-") == 2
@@ -132,7 +140,7 @@ def test_sweep_pools_the_seeds_of_each_arm():
     from segpipe.config import SweepParams
 
     sweep = SweepParams(space={"train.label_fraction": [0.1, 1.0], "model.weights": [None, "pretrained"],
-                               "base.seed": [0, 1]}, objective="test_miou")
+                               "base.seed": [0, 1]}, objective="test_miou", allow_test_objective=True)
     results = []
     for fraction, weights, seed in itertools.product([0.1, 1.0], [None, "pretrained"], [0, 1]):
         score = fraction / 2 + (0.05 if weights else 0.0) + 0.01 * seed
@@ -175,7 +183,7 @@ def test_pipeline_flow_runs_the_object_tasks(task, metrics, tmp_path, prefect_en
     assert json.loads((project / "export/model.json").read_text())["task"] == task
 
 
-def test_instance_sweep_ranks_trials_by_test_mask_ap(tmp_path, prefect_engine):
+def test_instance_sweep_ranks_trials_by_val_mask_ap(tmp_path, prefect_engine):
     import mlflow
 
     from flows.sweep import segmentation_sweep
@@ -185,8 +193,37 @@ def test_instance_sweep_ranks_trials_by_test_mask_ap(tmp_path, prefect_engine):
     project = new_project(tmp_path / "instance-sweep", params, commit=True)
     result = segmentation_sweep(project=str(project), method="grid", space={"train.optimizer.lr": [0.0005, 0.002]})
     assert len(result["trials"]) == 2
-    scores = [trial["metrics"]["test_mask_ap"] for trial in result["trials"]]
-    assert scores == sorted(scores, reverse=True)  # the task's objective ranks the trials
+    scores = [trial["metrics"]["val_mask_ap"] for trial in result["trials"]]
+    assert scores == sorted(scores, reverse=True)  # the task's validation objective ranks the trials
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     parent = client.get_run(result["parent_run_id"])
-    assert "best_test_mask_ap" in parent.data.metrics
+    assert {"best_val_mask_ap", "best_test_mask_ap"} <= set(parent.data.metrics)
+
+
+def test_a_test_metric_as_objective_is_refused_unless_asked_for():
+    from segpipe.config import parse_params
+
+    with pytest.raises(SegpipeError, match="orchestration.sweep: objective 'test_miou' is a test metric: choosing "
+                                           "hyperparameters on the test set .* use val_miou"):
+        parse_params({"orchestration": {"sweep": {"objective": "test_miou"}}})
+    allowed = parse_params({"orchestration": {"sweep": {"objective": "test_miou", "allow_test_objective": True}}})
+    assert allowed.orchestration.sweep.objective == "test_miou"
+    assert parse_params({}).orchestration.sweep.objective is None  # the flow makes it val_<task objective>
+
+
+def test_the_sweep_never_writes_over_params_edited_while_it_ran(tmp_path):
+    from segpipe.overrides import ParamsGuard
+
+    path = tmp_path / "params.yaml"
+    path.write_text("train: {epochs: 2}\n")
+    guard = ParamsGuard(path)
+    path.write_text("train: {epochs: 2, batch_size: 8}\n")  # what a trial's dvc exp run -S leaves
+    guard.trial_done()
+    guard.check("trial 1")
+    assert guard.restore() == "" and path.read_text() == "train: {epochs: 2}\n"  # restored
+    guard = ParamsGuard(path)
+    path.write_text("train: {epochs: 9}\n")  # the user's edit, mid-sweep
+    with pytest.raises(SegpipeError, match="was edited while the sweep ran; it stopped before trial 1"):
+        guard.check("trial 1")
+    assert "left as it is" in guard.restore() and path.read_text() == "train: {epochs: 9}\n"
+    assert (tmp_path / "params.yaml.before-sweep.bak").read_text() == "train: {epochs: 2}\n"
