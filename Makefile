@@ -44,5 +44,5 @@ mlflow-server: setup
 prefect-server: setup
 	prefect server start --host 127.0.0.1
 
-clean-outputs:
-	rm -rf data models export reports
+clean-outputs: setup  # the stages' outputs only (dvc.yaml's outs); never source data, downloads or your files
+	python -m segpipe.stage_outputs --remove

@@ -17,8 +17,9 @@ def _preset(args: argparse.Namespace) -> None:
         width = max(len(n) for n in names)
         print("\n".join(f"{name:<{width}}  {presets.description(name)}" for name in names))
         return
-    path = presets.apply(args.name, args.params)
-    print(f"wrote preset {args.name} to {path} (previous params in {path}.bak); now run: dvc repro")
+    path, kept = presets.apply(args.name, args.params)
+    previous = f" (previous params in {kept})" if kept else ""
+    print(f"wrote preset {args.name} to {path}{previous}; now run: dvc repro")
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -73,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                               formatter_class=formatter)
 
     preset = command("preset", "write a shipped params preset to params.yaml",
-                     "Without a name, list the presets with what each is for. The old file is kept as <params>.bak.")
+                     "Without a name, list the presets with what each is for. The old file is kept as <params>.bak "
+                     "(<params>.2.bak, ... when that is taken: no backup is ever overwritten).")
     preset.add_argument("name", nargs="?", help="preset to write (omit to list them)")
     preset.add_argument("--params", default="params.yaml", help="params file to write")
     preset.set_defaults(func=_preset)

@@ -38,11 +38,11 @@ def denoise(model_path: str | Path, inputs: list[str], out_dir: Path) -> Predict
     to_input = build(input_spec(normalize["mean"], normalize["std"]), 255)
     mean, std = (torch.tensor(normalize[key])[:, None, None] for key in ("mean", "std"))
     report = PredictReport()
-    for path, pixels in readable_images(inputs, report, "denoise"):
+    for _, stem, pixels in readable_images(inputs, out_dir, (".png",), report, "denoise"):
         out_dir.mkdir(parents=True, exist_ok=True)
         output = model(to_input(torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)))[0]
         picture = ((output * std + mean).clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        target = out_dir / f"{path.stem}.png"
+        target = out_dir / f"{stem}.png"
         with atomic_path(target) as tmp:
             Image.fromarray(np.ascontiguousarray(picture)).save(tmp, format="PNG")
         report.written.append(target)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from PIL import Image
 from segpipe.data.canonical import Categories
 from segpipe.data.imageio import DecodeError, load_image, sha256_file
 from segpipe.data.mask_folder import IMAGE_SUFFIXES
+from segpipe.data.sample_ids import unique_ids
 from segpipe.errors import SegpipeError
 from segpipe.evaluation import TrainedModel
 from segpipe.fsutil import atomic_path, write_json
@@ -112,35 +114,63 @@ class PredictReport:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def readable_images(inputs: list[str], report: PredictReport, desc: str) -> Iterator[tuple[Path, np.ndarray]]:
-    """(path, RGB pixels) of every readable image among ``inputs`` (files, folders, globs), with progress; the
-    unreadable ones go to ``report.skipped``. No image at all is an error."""
+def output_stems(files: list[Path]) -> list[str]:
+    """A distinct output stem per input file: its own stem, or more of its path where two inputs share a stem
+    (``a/x.png`` and ``b/x.png`` -> ``a__x``, ``b__x``), so that no output replaces another."""
+    resolved = [f.resolve() for f in files]
+    root = Path(os.path.commonpath([p.parent for p in resolved]))
+    return unique_ids([p.relative_to(root).as_posix() for p in resolved], "an input image")
+
+
+def check_out_dir(inputs: list[str], files: list[Path], out_dir: Path, targets: list[Path]) -> None:
+    """Refuse an output folder that is or lies inside an input folder, and outputs that would replace an input."""
+    out = out_dir.resolve()
+    for item in inputs:
+        folder = Path(item).resolve()
+        if Path(item).is_dir() and (out == folder or folder in out.parents):
+            raise SegpipeError(f"--out {out_dir} is inside the input folder {item}: the outputs would mix with the "
+                               f"inputs; give another folder")
+    own = {f.resolve() for f in files}
+    for target in targets:
+        if target.resolve() in own:
+            raise SegpipeError(f"--out {out_dir} would write {target} over an input image; give another folder")
+
+
+def readable_images(inputs: list[str], out_dir: Path, suffixes: tuple[str, ...], report: PredictReport,
+                    desc: str) -> Iterator[tuple[Path, str, np.ndarray]]:
+    """(path, output stem, RGB pixels) of every readable image among ``inputs`` (files, folders, globs), with
+    progress; each image's outputs are ``<stem><suffix>`` in ``out_dir`` for each of ``suffixes``, distinct and
+    never an input. The unreadable ones go to ``report.skipped``. No image at all is an error."""
     files = expand_inputs(inputs)
     if not files:
         raise SegpipeError(f"no images found in {' '.join(inputs)}")
-    for path in track(files, len(files), desc):
+    stems = output_stems(files)
+    check_out_dir(inputs, files, out_dir, [out_dir / f"{stem}{suffix}" for stem in stems for suffix in suffixes])
+    for path, stem in track(list(zip(files, stems, strict=True)), len(files), desc):
         try:
-            yield path, load_image(path).pixels
+            yield path, stem, load_image(path).pixels
         except DecodeError as exc:
             report.skipped.append((path, str(exc)))
 
 
 def predict(predictor: Predictor, inputs: list[str], out_dir: Path) -> PredictReport:
     """Write the task's files per readable image (``<stem>.png`` and ``<stem>_overlay.png``, and for objects
-    ``predictions.json`` in COCO results format for the run); report the others."""
+    ``predictions.json`` in COCO results format for the run); report the others. Two inputs never share an
+    output, and no output replaces an input."""
     report = PredictReport()
     results: list[dict] | None = None  # COCO results of the run, when the task gives them
-    for path, pixels in readable_images(inputs, report, "predict"):
+    for path, stem, pixels in readable_images(inputs, out_dir, (".png", "_overlay.png"), report, "predict"):
         out_dir.mkdir(parents=True, exist_ok=True)
         rendered = predictor.task.render(predictor.outputs(pixels), pixels, predictor.categories, predictor.output)
-        target = out_dir / f"{path.stem}.png"
+        target = out_dir / f"{stem}.png"
         with atomic_path(target) as tmp:
             Image.fromarray(rendered.label_map).save(tmp, format="PNG")
-        with atomic_path(out_dir / f"{path.stem}_overlay.png") as tmp:
+        with atomic_path(out_dir / f"{stem}_overlay.png") as tmp:
             Image.fromarray(rendered.overlay).save(tmp, format="PNG")
         report.written.append(target)
         if rendered.results is not None:
-            results = (results or []) + [{"file_name": path.name, **entry} for entry in rendered.results]
+            entries = [{"file_name": path.name, "prediction": target.name, **entry} for entry in rendered.results]
+            results = (results or []) + entries
     if results is not None:
         write_json(out_dir / RESULTS_FILE, predictor.task.prediction_file(results, predictor.categories))
     return report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from importlib import resources
 from pathlib import Path
 
@@ -42,10 +43,25 @@ def full_params_text(name: str) -> str:
     return header + "\n" + yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)
 
 
-def apply(name: str, params_path: str | Path = "params.yaml") -> Path:
-    """Write preset ``name`` (all sections) over ``params_path``, keeping the old file as ``<name>.bak``."""
+def backup(path: Path) -> Path | None:
+    """Keep a copy of ``path`` as ``<name>.bak`` (``<name>.2.bak``, ... when taken): an earlier backup is never
+    overwritten; a file that already has a backup with the same text gets no second one."""
+    if not path.exists():
+        return None
+    text = path.read_text()
+    for number in itertools.count(1):
+        candidate = path.with_name(f"{path.name}.bak" if number == 1 else f"{path.name}.{number}.bak")
+        if not candidate.exists():
+            return write_atomic(candidate, lambda p: p.write_text(text))
+        if candidate.read_text() == text:
+            return candidate
+    raise AssertionError("unreachable")
+
+
+def apply(name: str, params_path: str | Path = "params.yaml") -> tuple[Path, Path | None]:
+    """Write preset ``name`` (all sections) over ``params_path``, keeping the old file as a backup; return both
+    paths (no backup when there was no file)."""
     text = full_params_text(name)
     params_path = Path(params_path)
-    if params_path.exists():
-        params_path.with_suffix(params_path.suffix + ".bak").write_text(params_path.read_text())
-    return write_atomic(params_path, lambda p: p.write_text(text))
+    kept = backup(params_path)
+    return write_atomic(params_path, lambda p: p.write_text(text)), kept

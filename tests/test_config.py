@@ -74,5 +74,12 @@ def test_preset_command_writes_params(tmp_path):
     written = yaml.safe_load(target.read_text())
     assert set(written) == set(Params.model_fields)  # every section, as dvc.yaml's params need
     assert (tmp_path / "params.yaml.bak").read_text() == "base: {seed: 1}\n"
+    main(["preset", "instance", "--params", str(target)])  # a second preset keeps the first backup
+    assert (tmp_path / "params.yaml.bak").read_text() == "base: {seed: 1}\n"
+    assert load_params(tmp_path / "params.yaml.2.bak").ingest.format == "mask_folder"
+    main(["preset", "instance", "--params", str(target)])
+    main(["preset", "instance", "--params", str(target)])  # a file that already has a backup gets no second one
+    assert sorted(p.name for p in tmp_path.glob("*.bak")) == ["params.yaml.2.bak", "params.yaml.3.bak",
+                                                              "params.yaml.bak"]
     with pytest.raises(SystemExit):
         main(["preset", "no-such-preset", "--params", str(target)])

@@ -171,3 +171,31 @@ def test_predict_refuses_model_files_it_cannot_use(pipeline, tmp_path):
     (fake / "export/model.json").write_text(json.dumps(other))
     message = predict_error(fake / "export/model.onnx", tmp_path)
     assert "returns ['logits']" in message and "describes a instance model" in message
+
+
+def run_predict(pipeline: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "segpipe.cli", "predict", *args, "--model",
+                           str(pipeline / "export/model.onnx")],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_predict_never_writes_over_an_input_and_counts_truly(pipeline, tmp_path):
+    import shutil
+
+    source = sorted((pipeline / "data/raw/images").glob("*.png"))[:2]
+    for folder, image in zip(("day", "night"), source, strict=True):
+        (tmp_path / folder).mkdir()
+        shutil.copy(image, tmp_path / folder / "frame.png")  # two inputs with one stem
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*.png")}
+    done = run_predict(pipeline, str(tmp_path / "day"), str(tmp_path / "night/frame.png"), "--out",
+                       str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert "wrote 2 label maps" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == [
+        "day__frame.png", "day__frame_overlay.png", "night__frame.png", "night__frame_overlay.png"]
+    for out in (tmp_path / "day", tmp_path / "day/predictions"):  # the input folder itself, or a folder inside it
+        failed = run_predict(pipeline, str(tmp_path / "day"), "--out", str(out))
+        assert failed.returncode == 1 and "is inside the input folder" in failed.stderr, failed.stderr
+    failed = run_predict(pipeline, str(tmp_path / "night/*.png"), "--out", str(tmp_path / "night"))
+    assert failed.returncode == 1 and "over an input image" in failed.stderr, failed.stderr
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.png") if "out" not in p.parts} == before

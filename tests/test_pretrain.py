@@ -228,6 +228,11 @@ def test_denoise_writes_the_reconstructions(pretrained, tmp_path):
     for image in images:
         original, cleaned = (np.asarray(Image.open(p)) for p in (image, tmp_path / "out" / image.name))
         assert cleaned.shape == original.shape and cleaned.dtype == np.uint8
+    before = images[0].read_bytes()
+    again = subprocess.run([sys.executable, "-m", "segpipe.cli", "denoise", str(images[0].parent / "*.png"),
+                            "--model", str(pretrained / "models/pretrained.pt"), "--out", str(images[0].parent)],
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert again.returncode == 1 and "over an input image" in again.stderr and images[0].read_bytes() == before
 
 
 def test_a_frozen_encoder_keeps_its_pretrained_weights_then_learns(pretrained):

@@ -140,7 +140,8 @@ class Task(Learner):
         return self.output_names
 
     def prediction_file(self, entries: list[dict[str, Any]], categories: Categories) -> Any:
-        """What ``predict`` writes as predictions.json from the ``results`` of its images (each with file_name)."""
+        """What ``predict`` writes as predictions.json from the ``results`` of its images (each with ``file_name``,
+        the input's name, and ``prediction``, the file predict wrote for it)."""
         return entries
 
     def onnx_module(self, model: nn.Module) -> nn.Module:

@@ -272,7 +272,7 @@ class PanopticTask(Task):
 
     def prediction_file(self, entries: list[dict[str, Any]], categories: Categories) -> Any:
         images = [{"id": i, "file_name": e["file_name"]} for i, e in enumerate(entries, 1)]
-        annotations = [{"image_id": i, "file_name": f"{Path(e['file_name']).stem}.png",
+        annotations = [{"image_id": i, "file_name": e["prediction"],
                         "segments_info": e["segments_info"]} for i, e in enumerate(entries, 1)]
         return document(annotations, images, coco_categories(categories))
 
