@@ -27,6 +27,7 @@ from segpipe import tracking
 from segpipe.config import Params, RangeSpec, SweepParams, load_params, parse_params
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import working_directory, write_json
+from segpipe.outbox import STATE_ENV
 from segpipe.overrides import ParamsGuard, apply_overrides, dvc_set_args
 from segpipe.tasks import get_task
 
@@ -99,7 +100,8 @@ def run_trial(project: str, name: str, overrides: dict[str, Any], parent_run: st
               tracking_uri: str) -> dict[str, Any]:
     """One trial: a DVC experiment whose train stage opens an MLflow run under ``parent_run``."""
     env = {**stage_environment(), "SEGPIPE_PARENT_RUN_ID": parent_run, "SEGPIPE_TRIAL": name,
-           "MLFLOW_TRACKING_URI": tracking_uri}
+           "MLFLOW_TRACKING_URI": tracking_uri,
+           STATE_ENV: str(Path(project).resolve() / ".segpipe")}  # a --temp trial's queued calls outlive its folder
     command = ["dvc", "exp", "run", "-n", name, *(["--temp"] if temp else []), *dvc_set_args(overrides)]
     started = time.time()
     done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)

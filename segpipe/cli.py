@@ -49,19 +49,21 @@ def _denoise(args: argparse.Namespace) -> None:
 def _sync_tracking(args: argparse.Namespace) -> None:
     from segpipe import tracking
     from segpipe.config import load_params
+    from segpipe.outbox import Outbox
 
     params = load_params(args.params)
-    pending = tracking.OUTBOX.is_file()
+    pending = tracking.pending_count()
     delivered = tracking.flush(params.tracking)
-    left = tracking.OUTBOX.is_file()
+    left = tracking.pending_count()
     where = tracking.tracking_uri(params.tracking)
     if not pending:
         print(f"sync-tracking: nothing pending for {where}")
     elif left:
-        raise SegpipeError(f"{where} still unreachable: delivered {delivered} queued calls, the rest wait in "
-                           f"{tracking.OUTBOX}; run again once the server is up")
+        raise SegpipeError(f"{where} still unreachable: delivered {delivered} queued calls, {left} wait in "
+                           f"{Outbox().path}; run again once the server is up")
     else:
-        print(f"sync-tracking: delivered {delivered} queued calls to {where}")
+        print(f"sync-tracking: delivered {delivered} of {pending} queued calls to {where}"
+              + (f"; {pending - delivered} refused, set aside in {Outbox().rejected}" if delivered < pending else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     denoise.add_argument("--out", default="denoised", help="output folder")
     denoise.set_defaults(func=_denoise)
     sync = command("sync-tracking", "send MLflow calls queued while the tracking server was down",
-                   "Replays .segpipe/mlflow_outbox.jsonl in order to the tracking server of the params.")
+                   "Replays .segpipe/mlflow_outbox.jsonl in order to the tracking server of the params; a call "
+                   "the server refuses for good is set aside in .segpipe/mlflow_outbox.rejected.jsonl.")
     sync.add_argument("--params", default="params.yaml", help="params file whose tracking section names the server")
     sync.set_defaults(func=_sync_tracking)
     return parser

@@ -1,8 +1,9 @@
 """The one module that talks to MLflow: one run per pipeline execution, opened by train, closed by export.
 
 When the tracking server cannot be reached, nothing is lost and training goes on: each call that fails is
-appended to an outbox (``.segpipe/mlflow_outbox.jsonl``) under a local run id, and the outbox is replayed in
-order by the next tracking call that reaches the server (any later stage) or by ``segpipe sync-tracking``.
+appended to an outbox (:mod:`segpipe.outbox`, ``.segpipe/mlflow_outbox.jsonl``) under a local run id, and the
+outbox is replayed in order by the next tracking call that reaches the server (any later stage) or by
+``segpipe sync-tracking``; every call can be replayed twice without being logged twice.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from typing import Any
 import yaml
 
 from segpipe.config import Params, TrackingParams
+from segpipe.errors import SegpipeError
 from segpipe.fsutil import write_json
+from segpipe.outbox import Outbox, state_dir
 from segpipe.stage import telemetry_off
 
 RUN_FILE = Path("models/mlflow_run.json")
-STATE_DIR = Path(".segpipe")
-OUTBOX = STATE_DIR / "mlflow_outbox.jsonl"
-RUN_IDS = STATE_DIR / "mlflow_run_ids.json"  # local run id -> server run id, once the outbox got through
+LOCAL_ID_TAG = "segpipe.local_id"  # finds the run of a local id again, so that creating it twice makes one run
 PACKAGES = ("torch", "torchvision", "mlflow", "dvc", "prefect", "onnxruntime", "numpy", "segpipe")
 # fail fast instead of MLflow's default of minutes of retries: the outbox keeps what could not be sent
 HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -118,33 +119,51 @@ def lineage_tags(device: str) -> dict[str, str]:
 
 # --- delivery: every operation is a JSON-able dict, executed now or kept in the outbox ---------------------
 
+def _run_ids_file() -> Path:
+    return state_dir() / "mlflow_run_ids.json"  # local run id -> server run id, once the outbox got through
+
+
 def _run_ids() -> dict[str, str]:
-    return json.loads(RUN_IDS.read_text()) if RUN_IDS.is_file() else {}
+    path = _run_ids_file()
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _experiment_id(params: TrackingParams, client: Any, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    local_store = tracking_uri(params).startswith("sqlite:")
+    location = Path("mlartifacts").resolve().as_uri() if local_store else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def _create_run(params: TrackingParams, client: Any, op: dict[str, Any]) -> None:
+    """Create the run, or find the one an interrupted replay already created (tagged with the local id)."""
+    from mlflow.entities import Param
+
+    experiment_id = _experiment_id(params, client, op["experiment"])
+    found = client.search_runs([experiment_id], f"tags.`{LOCAL_ID_TAG}` = '{op['local_id']}'", max_results=1)
+    run_id = found[0].info.run_id if found else client.create_run(
+        experiment_id, run_name=op.get("run_name"), tags={**op["tags"], LOCAL_ID_TAG: op["local_id"]},
+        start_time=op["time"]).info.run_id
+    items = sorted(op["params"].items())
+    for start in range(0, len(items), 100):  # logging the same params again is allowed
+        client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in items[start:start + 100]])
+    ids = {**_run_ids(), op["local_id"]: run_id}
+    write_json(_run_ids_file(), ids)
 
 
 def _execute(params: TrackingParams, op: dict[str, Any]) -> None:
-    from mlflow.entities import Metric, Param
+    """Carry out one operation. Each is idempotent, so one that a kill interrupted can simply run again: a run is
+    found by its local id, the same metric (key, step, time, value) is stored once, an artifact replaces itself,
+    a model already logged for the run is not logged again."""
+    from mlflow.entities import Metric
 
     _, client = mlflow_client(params)
-    ids = _run_ids()
-    run_id = ids.get(op.get("run_id", ""), op.get("run_id", ""))
+    run_id = _run_ids().get(op.get("run_id", ""), op.get("run_id", ""))
     kind = op["op"]
     if kind == "create_run":
-        experiment = client.get_experiment_by_name(op["experiment"])
-        if experiment is None:
-            local_store = tracking_uri(params).startswith("sqlite:")
-            location = Path("mlartifacts").resolve().as_uri() if local_store else None
-            experiment_id = client.create_experiment(op["experiment"], artifact_location=location)
-        else:
-            experiment_id = experiment.experiment_id
-        run = client.create_run(experiment_id, run_name=op.get("run_name"), tags=op["tags"],
-                                start_time=op["time"])
-        items = sorted(op["params"].items())
-        for start in range(0, len(items), 100):
-            client.log_batch(run.info.run_id, params=[Param(k, v[:6000]) for k, v in items[start:start + 100]])
-        ids[op["local_id"]] = run.info.run_id
-        STATE_DIR.mkdir(exist_ok=True)
-        write_json(RUN_IDS, ids)
+        _create_run(params, client, op)
     elif kind == "metrics":
         client.log_batch(run_id, metrics=[Metric(k, float(v), op["time"], op["step"]) for k, v in op["values"].items()])
     elif kind == "artifacts":
@@ -154,7 +173,7 @@ def _execute(params: TrackingParams, op: dict[str, Any]) -> None:
     elif kind == "status":
         client.update_run(run_id, status=op["status"])
     elif kind == "models":
-        _log_models(params, run_id, op)
+        _log_models(params, client, run_id, op)
     else:
         raise ValueError(f"unknown tracking operation {kind}")
 
@@ -173,23 +192,43 @@ def _any_size_signature(example: Any) -> Any:
     return ModelSignature(inputs=Schema([spec(example["input"], "images")]), outputs=Schema(outputs))
 
 
-def _log_models(params: TrackingParams, run_id: str, op: dict[str, Any]) -> None:
+def _logged_models(client: Any, run_id: str) -> set[str]:
+    run = client.get_run(run_id)
+    found = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    return {model.name for model in found if model.source_run_id == run_id}
+
+
+def _log_models(params: TrackingParams, client: Any, run_id: str, op: dict[str, Any]) -> None:
+    """The ONNX model (registered), the PyTorch model and its weights-only file; nothing is unpickled: the module
+    is rebuilt from the weights-only checkpoint and its stored config."""
     import numpy as np
     import onnx
+
+    from segpipe.evaluation import TrainedModel
+
+    trained = TrainedModel.load(Path(op["weights"]), _cpu())  # weights only: a pickle of anything else is refused
+    example = np.load(op["example"], allow_pickle=False)
+    signature = _any_size_signature(example)
+    logged = _logged_models(client, run_id)
+    with _fluent_store(params) as mlflow, mlflow.start_run(run_id=run_id, log_system_metrics=False):
+        if "onnx_model" not in logged:
+            mlflow.onnx.log_model(onnx.load(op["onnx"]), name="onnx_model", signature=signature,
+                                  registered_model_name=op["registered_model"],
+                                  pip_requirements=op["onnx_requirements"], save_as_external_data=False)
+        if "pytorch_model" not in logged:
+            # Pickle on purpose: the pt2 format freezes the input size, while these models take any size. MLflow
+            # warns about pickle on every call; the README says how to load the weights-only file instead.
+            with _quiet_logger("mlflow.pytorch"):
+                mlflow.pytorch.log_model(trained.task.onnx_module(trained.model), name="pytorch_model",
+                                         signature=signature, serialization_format="pickle",
+                                         pip_requirements=op["torch_requirements"])
+    client.log_artifact(run_id, op["weights"], "model_weights")  # torch.load(weights_only=True) reads it
+
+
+def _cpu() -> Any:
     import torch
 
-    example = np.load(op["example"])
-    signature = _any_size_signature(example)
-    with _fluent_store(params) as mlflow, mlflow.start_run(run_id=run_id, log_system_metrics=False):
-        mlflow.onnx.log_model(onnx.load(op["onnx"]), name="onnx_model", signature=signature,
-                              registered_model_name=op["registered_model"], pip_requirements=op["onnx_requirements"],
-                              save_as_external_data=False)
-        model = torch.load(op["pytorch"], weights_only=False)
-        # Pickle on purpose: the pt2 format freezes the input size, while these models take any size. MLflow
-        # warns about pickle on every call; the README says to load pickled models only from runs you trust.
-        with _quiet_logger("mlflow.pytorch"):
-            mlflow.pytorch.log_model(model, name="pytorch_model", signature=signature,
-                                     serialization_format="pickle", pip_requirements=op["torch_requirements"])
+    return torch.device("cpu")
 
 
 @contextmanager
@@ -215,46 +254,88 @@ def _unreachable(exc: Exception) -> bool:
         word in str(exc) for word in ("Connection", "connection", "Max retries", "timed out", "503", "502", "500"))
 
 
-def _queue(op: dict[str, Any]) -> None:
-    STATE_DIR.mkdir(exist_ok=True)
-    with OUTBOX.open("a") as handle:
-        handle.write(json.dumps(op) + "\n")
+def _refused_credentials(exc: Exception) -> bool:
+    """The server is there but does not accept who we are (MLflow's basic auth: 401, or 403 for a user
+    without the permission)."""
+    text = str(exc)
+    return any(word in text for word in ("401", "403", "Unauthorized", "UNAUTHENTICATED", "PERMISSION_DENIED"))
+
+
+def _credentials_error(params: TrackingParams) -> SegpipeError:
+    return SegpipeError(f"{tracking_uri(params)} refused the credentials: set MLFLOW_TRACKING_USERNAME and "
+                        f"MLFLOW_TRACKING_PASSWORD to a user of the server; the calls wait in {Outbox().path}")
+
+
+def _refusal(params: TrackingParams, op: dict[str, Any], exc: Exception) -> str:
+    detail = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return f"{tracking_uri(params)} refused a '{op.get('op')}' call ({type(exc).__name__}: {detail})"
+
+
+FILE_KEYS = ("paths", "onnx", "weights", "example")  # what an operation names on disk, copied when it is queued
+
+
+def _flush_locked(params: TrackingParams, outbox: Outbox) -> int:
+    """Replay the queue in order until it is empty or the server drops out; return how many were delivered. A call
+    the server refuses for good is set aside (reported) and the rest go on; refused credentials stop with an
+    error and keep everything queued."""
+    ops, delivered = outbox.pending(), 0
+    for index, op in enumerate(ops):
+        try:
+            _execute(params, op)
+        except Exception as exc:  # noqa: BLE001 - sorted out below
+            if _unreachable(exc):
+                return delivered
+            if _refused_credentials(exc):
+                raise _credentials_error(params) from None
+            outbox.reject(ops, index, _refusal(params, op, exc))
+            continue
+        outbox.delivered(ops, index)
+        delivered += 1
+    return delivered
 
 
 def flush(params: TrackingParams) -> int:
-    """Replay the outbox in order; return how many operations were delivered (stops at the first failure)."""
-    if not OUTBOX.is_file():
+    """Replay the outbox (``segpipe sync-tracking``); return how many operations were delivered."""
+    outbox = Outbox()
+    if not outbox.exists():
         return 0
-    pending = [json.loads(line) for line in OUTBOX.read_text().splitlines() if line.strip()]
-    for done, op in enumerate(pending):
-        try:
-            _execute(params, op)
-        except Exception as exc:  # noqa: BLE001 - decide below whether it is an outage
-            if not _unreachable(exc):
-                raise
-            OUTBOX.write_text("".join(json.dumps(o) + "\n" for o in pending[done:]))
-            return done
-    OUTBOX.unlink()
-    return len(pending)
+    with outbox.locked():
+        return _flush_locked(params, outbox)
+
+
+def pending_count() -> int:
+    """How many operations wait in the outbox."""
+    outbox = Outbox()
+    if not outbox.exists():
+        return 0
+    with outbox.locked():
+        return len(outbox.pending())
 
 
 def _submit(params: Params, op: dict[str, Any]) -> None:
-    """Deliver ``op`` now (after anything still queued), or queue it if the server cannot be reached."""
-    tracking = params.tracking
-    try:
-        if OUTBOX.is_file():
-            flush(tracking)
-        if OUTBOX.is_file():  # still unreachable: queue behind the rest, to keep the order
-            _queue(op)
+    """Deliver ``op`` now (after anything still queued), or queue it if the server cannot be reached; a call the
+    server refuses for good is reported and set aside, never lost silently."""
+    tracking, outbox = params.tracking, Outbox()
+    if not tracking.enabled:
+        return
+    with outbox.locked():
+        if outbox.exists():
+            _flush_locked(tracking, outbox)
+        if outbox.exists():  # still unreachable: queue behind the rest, to keep the order
+            outbox.append(op, FILE_KEYS)
             return
-        _execute(tracking, op)
-    except Exception as exc:  # noqa: BLE001 - decide below whether it is an outage
-        if not _unreachable(exc):
-            raise
-        if not OUTBOX.is_file():
+        try:
+            _execute(tracking, op)
+        except Exception as exc:  # noqa: BLE001 - sorted out below
+            if _refused_credentials(exc) and not _unreachable(exc):
+                outbox.append(op, FILE_KEYS)
+                raise _credentials_error(tracking) from None
+            if not _unreachable(exc):
+                outbox.set_aside(op, _refusal(tracking, op, exc))
+                return
             print(f"tracking: {tracking_uri(tracking)} unreachable ({type(exc).__name__}); keeping MLflow calls in "
-                  f"{OUTBOX} until it is back (`segpipe sync-tracking`)")
-        _queue(op)
+                  f"{outbox.path} until it is back (`segpipe sync-tracking`)")
+            outbox.append(op, FILE_KEYS)
 
 
 # --- the calls the stages make ----------------------------------------------------------------------------
@@ -307,7 +388,8 @@ def log_artifacts(params: Params, run_id: str, paths: list[Path], folder: str | 
 
 
 def log_models(params: Params, run_id: str, files: dict[str, str], requirements: dict[str, list[str]]) -> None:
-    """Log the ONNX model (registered under ``tracking.registered_model``) and the PyTorch model."""
+    """Log the ONNX model (registered under ``tracking.registered_model``) and the PyTorch model; ``files``:
+    ``onnx``, ``weights`` (a weights-only model.pt) and ``example`` (an npz of an input and its outputs)."""
     if run_id:
         _submit(params, {"op": "models", "run_id": run_id, **files, **requirements,
                          "registered_model": params.tracking.registered_model})
