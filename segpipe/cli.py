@@ -23,8 +23,10 @@ def _preset(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
+    from segpipe.data.imageio import set_pixel_limit
     from segpipe.predict import Predictor, predict
 
+    set_pixel_limit(args.max_pixels)
     predictor = Predictor.load(args.model)
     report = predict(predictor, args.inputs, Path(args.out))
     for _, reason in report.skipped:
@@ -87,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", default="export/model.onnx",
                          help="an exported ONNX model or a checkpoint (models/model.pt)")
     predict.add_argument("--out", default="predictions", help="output folder")
+    predict.add_argument("--max-pixels", type=int, default=None,
+                         help="skip images with more pixels, from their header (default: sized for this machine)")
     predict.set_defaults(func=_predict)
     denoise = command("denoise", "clean images with the pretrained autoencoder",
                       "Writes the autoencoder's reconstruction of each image as <stem>.png (pretrain.enabled: true).")

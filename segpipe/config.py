@@ -136,11 +136,21 @@ class VocParams(Section):
     image_sets: list[SplitName] = Field(["train", "val"], description="ImageSets/Segmentation lists to read")
 
 
+class LimitsParams(Section):
+    """What reading a source may take: an archive's members and size, a download's size."""
+
+    archive_members: int = Field(1_000_000, ge=1, description="archives with more members are refused")
+    archive_bytes: int | None = Field(None, ge=1, description="archives that extract to more are refused; null: the "
+                                                               "free space of the folder they are extracted to")
+    download_bytes: int = Field(100 * 2**30, ge=1, description="a download larger than this is stopped and removed")
+
+
 class IngestParams(Section):
     format: Literal["synthetic", "mask_folder", "coco", "coco_panoptic", "cityscapes", "yolo_seg", "voc"] = "synthetic"
     source: str | None = Field(None, description="directory, .zip/.tar.* archive or http(s) URL")
     sha256: str | None = None
     download: bool = False
+    limits: LimitsParams = LimitsParams()
     synthetic: SyntheticParams = SyntheticParams()
     mask_folder: MaskFolderParams = MaskFolderParams()
     coco: CocoParams = CocoParams()
@@ -171,6 +181,9 @@ class CleanParams(Section):
     on_object_defect: Literal["drop_object", "drop", "fail"] = Field(
         "drop_object", description="an object that cannot become a mask: leave it out, drop its sample, or fail")
     warn_ignore_share: float = Field(0.3, ge=0, le=1, description="warn when more of the mask pixels are ignore")
+    max_pixels: int | None = Field(
+        None, ge=1, description="images or masks with more pixels are refused from their header, before decoding "
+                                "(ingest, clean, predict); null: sized for this machine's memory and cores")
 
 
 class SplitParams(Section):

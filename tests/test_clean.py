@@ -191,3 +191,46 @@ def test_clean_stage_reports_and_errors_without_traceback(defect_dataset, workdi
     assert failed.stderr.startswith("segpipe clean: error: ") and "Traceback" not in failed.stderr
     assert len(failed.stderr.strip().splitlines()) == 1
     assert not (workdir / "data/clean").exists()  # nothing half-written
+
+
+def test_images_above_the_pixel_limit_are_rejected_from_their_header(workdir):
+    """Ingest copies nothing of an oversized image and clean rejects what is too large, without decoding it."""
+    from segpipe.config import parse_params
+    from segpipe.data.canonical import Categories
+    from segpipe.data.clean import clean
+    from segpipe.data.imageio import TooLarge, load_image, oriented_size, set_pixel_limit
+    from segpipe.data.ingest import ingest
+    from tests.conftest import mask_folder_params, save_pair, scene
+
+    src = workdir / "src"
+    for i in range(3):
+        save_pair(src, f"s{i}", *scene(width=40, height=30, seed=i))
+    save_pair(src, "big", *scene(width=80, height=60, seed=9))
+    params = parse_params({"base": {"workers": 1}, "ingest": mask_folder_params(src), "clean": {"max_pixels": 2000}})
+    manifest = ingest(params, workdir / "data/raw").set_index("sample_id")
+    assert manifest.issue["big"].startswith("too_large: ") and "80x60 is 4,800 pixels" in manifest.issue["big"]
+    assert manifest.image["big"] == "" and not list((workdir / "data/raw/images").glob("big*"))
+    result = clean(manifest.reset_index(), Categories.load(workdir / "data/raw/categories.json"), params.clean,
+                   workdir / "clean", 1)
+    row = result.rejects.set_index("sample_id").loc["big"]
+    assert row.reason == "too_large" and "clean.max_pixels" in row.fix and len(result.manifest) == 3
+    # a decompression bomb: a tiny file whose header claims a huge image is refused before decoding
+    bomb = workdir / "bomb.png"
+    bomb.write_bytes(png_header(30000, 30000))  # 60 bytes that claim 900 megapixels
+    set_pixel_limit(None)  # the machine's limit, at most Pillow's own
+    with pytest.raises(TooLarge, match="900,000,000 pixels|decompression bomb"):
+        oriented_size(bomb)
+    with pytest.raises(TooLarge):
+        load_image(bomb)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """The start of a PNG file that claims ``width`` x ``height`` grey pixels (no image data follows)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(
+        b"IDAT", zlib.compress(b"\x00" * 16))

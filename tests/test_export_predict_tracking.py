@@ -51,16 +51,21 @@ def test_evaluate_reports(pipeline):
 @pytest.mark.parametrize("model", ["export/model.onnx", "models/model.pt"])
 def test_predict_writes_labels_and_overlays_and_skips_bad_files(pipeline, tmp_path, model):
     images = sorted((pipeline / "data/raw/images").glob("*.png"))[:3]
+    from tests.test_clean import png_header
+
     broken = tmp_path / "broken.png"
     broken.write_bytes(images[0].read_bytes()[:200])
+    (tmp_path / "huge.png").write_bytes(png_header(20000, 20000))  # refused from its header, never decoded
     out = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, "-m", "segpipe.cli", "predict", str(images[0]), str(images[1].parent / "scene_0000[12].png"),
-         str(broken), "--model", str(pipeline / model), "--out", str(out)],
+         str(broken), str(tmp_path / "huge.png"), "--model", str(pipeline / model), "--out", str(out),
+         "--max-pixels", "100000"],
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr
-    assert "wrote 3 label maps" in done.stdout and "skipped 1" in done.stdout
+    assert "wrote 3 label maps" in done.stdout and "skipped 2" in done.stdout
     assert "broken.png" in done.stderr and "Traceback" not in done.stderr
+    assert "huge.png: 20000x20000 is 400,000,000 pixels, more than the limit of 100,000" in done.stderr
     labels = load_label(out / f"{images[0].stem}.png")
     assert labels.shape == (64, 64) and labels.max() < 6
     assert np.asarray(Image.open(out / f"{images[0].stem}_overlay.png")).shape == (64, 64, 3)

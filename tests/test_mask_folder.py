@@ -205,3 +205,35 @@ def test_two_images_or_masks_with_one_stem_are_an_error_naming_both(workdir):
     Image.fromarray(mask, mode="L").save(src / "masks/a_L.png")  # with mask_suffix _L, a.png and a_L.png collide
     with pytest.raises(SegpipeError, match=r"masks/a.png and .*masks/a_L.png are two masks with the stem 'a'"):
         _ingest(workdir, src, mask_folder={"mask_suffix": "_L"})
+
+
+def test_archives_past_the_member_or_size_limit_are_refused_before_extracting(workdir):
+    src = workdir / "src"
+    for i in range(3):
+        save_pair(src, f"s{i}", *scene(seed=i))
+    archive = workdir / "data.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(src.rglob("*.png")):
+            zf.write(path, path.relative_to(src))
+    with pytest.raises(SegpipeError, match=r"data.zip: 6 members, more than ingest.limits.archive_members \(5\)"):
+        _ingest(workdir, archive, limits={"archive_members": 5})
+    with pytest.raises(SegpipeError, match=r"data.zip: extracts to [\d,]+ bytes, more than "
+                                           r"ingest.limits.archive_bytes \(100\)"):
+        _ingest(workdir, archive, limits={"archive_bytes": 100})
+    assert len(_ingest(workdir, archive)) == 3
+
+
+def test_downloads_are_kept_by_their_whole_url_and_stopped_past_the_size_limit(workdir, http_root):
+    from segpipe.data.sources import download, download_path
+
+    root, url = http_root
+    for folder in ("a", "b"):
+        (root / folder).mkdir()
+        (root / folder / "data.zip").write_bytes(folder.encode() * 1000)
+    first, second = (download(f"{url}/{folder}/data.zip", None, True) for folder in ("a", "b"))
+    assert first != second and first.read_bytes() != second.read_bytes()  # one name, two URLs, two downloads
+    assert first == download_path(f"{url}/a/data.zip")
+    (root / "big.zip").write_bytes(b"x" * 5000)
+    with pytest.raises(SegpipeError, match=r"is 5,000 bytes, more than ingest.limits.download_bytes \(1,000\)"):
+        download(f"{url}/big.zip", None, True, max_bytes=1000)
+    assert not download_path(f"{url}/big.zip").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from segpipe.data.imageio import DecodeError, oriented_size, sha256_file
+from segpipe.data.imageio import DecodeError, TooLarge, oriented_size, sha256_file
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import write_atomic, write_json
 
@@ -91,14 +91,21 @@ def new_row(sample_id: str, source_split: str, source: str) -> dict:
 
 def copy_image(source: Path, out_dir: Path, row: dict) -> bool:
     """Copy an image into ``out_dir/images`` and record it (path, sha256, size after EXIF orientation) in ``row``;
-    False when its header cannot be read (clean decodes every image fully and reports it)."""
+    False when its header cannot be read (clean decodes every image fully and reports it) or it has more pixels
+    than the limit (then it is not copied, and ``row`` says so: nothing of it is decoded)."""
+    try:
+        size = oriented_size(source)
+    except TooLarge as exc:
+        row["issue"] = f"too_large: {exc}"
+        return False
+    except DecodeError:
+        size = None
     target = out_dir / IMAGES_DIR / f"{row['sample_id']}{source.suffix.lower()}"
     shutil.copyfile(source, target)
     row["image"], row["sha256"] = str(target), sha256_file(target)
-    try:
-        row["width"], row["height"] = oriented_size(target)
-    except DecodeError:
+    if size is None:
         return False
+    row["width"], row["height"] = size
     return True
 
 

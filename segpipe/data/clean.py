@@ -12,7 +12,7 @@ from PIL import Image
 
 from segpipe.config import CleanParams
 from segpipe.data.canonical import SEMANTIC_DIR, Categories
-from segpipe.data.imageio import DecodeError, load_image, load_label, save_label
+from segpipe.data.imageio import DecodeError, TooLarge, load_image, load_label, save_label, set_pixel_limit
 from segpipe.data.label_stats import binary_mask_hint, empty_class_warnings, ignore_share, ignore_warnings
 from segpipe.errors import SegpipeError
 from segpipe.parallel import parallel_map
@@ -21,6 +21,7 @@ FIXES = {
     "missing_image": "add the image with the same file stem, or remove the mask",
     "missing_mask": "add a mask with the same file stem, or remove the image",
     "corrupt_image": "re-export the image (it is truncated or not an image) or remove it",
+    "too_large": "shrink the image (and its mask), or raise clean.max_pixels if the machine has the memory",
     "corrupt_mask": "re-export the mask as a single-channel PNG or remove the sample",
     "size_mismatch": "re-export the mask at the image size, or set clean.on_size_mismatch: resize_mask",
     "label_out_of_range": "add the values to the class list or ingest.mask_folder.label_map, "
@@ -43,7 +44,8 @@ FIXES = {
 }
 POLICY = {
     "missing_image": "on_unpaired", "missing_mask": "on_unpaired", "corrupt_image": "on_corrupt",
-    "corrupt_mask": "on_corrupt", "size_mismatch": "on_size_mismatch", "label_out_of_range": "on_label_out_of_range",
+    "too_large": "on_corrupt", "corrupt_mask": "on_corrupt", "size_mismatch": "on_size_mismatch",
+    "label_out_of_range": "on_label_out_of_range",
     "unknown_color": "on_label_out_of_range", "all_ignore": "on_all_ignore", "duplicate": "on_duplicate",
     **{reason: "on_object_defect" for reason in ("unknown_category", "degenerate_polygon", "zero_area",
                                                  "bad_segmentation", "bad_coordinates", "pixel_coordinates",
@@ -98,6 +100,7 @@ def _object_rows(row: dict) -> tuple[list[tuple[str, str, str]], tuple[str, str]
 
 
 def _check(row: dict, categories: Categories, policy: CleanParams, repaired_dir: Path) -> Verdict:
+    set_pixel_limit(policy.max_pixels)  # in this worker process: larger images are refused from their header
     verdict = Verdict(row["sample_id"], semantic=row["semantic"])
     object_rows, object_defect = _object_rows(row)
     if object_defect and policy.on_object_defect != "drop_object":
@@ -110,12 +113,16 @@ def _check(row: dict, categories: Categories, policy: CleanParams, repaired_dir:
         verdict.repairs.append((reason, detail + "; set to ignore", row["semantic"]))
     try:
         decoded = load_image(row["image"])
+    except TooLarge as exc:
+        return verdict.reject("too_large", str(exc), row["image"])
     except DecodeError as exc:
         return verdict.reject("corrupt_image", str(exc), row["image"])
     for note in decoded.repairs:
         verdict.repairs.append(("exif_oriented" if "EXIF" in note else "converted", note, row["image"]))
     try:
         labels = load_label(row["semantic"]).astype(np.int64)
+    except TooLarge as exc:
+        return verdict.reject("too_large", str(exc), row["semantic"])
     except DecodeError as exc:
         return verdict.reject("corrupt_mask", str(exc), row["semantic"])
     height, width = decoded.pixels.shape[:2]

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +21,51 @@ _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 class DecodeError(SegpipeError):
     """An image or mask file cannot be decoded (missing, corrupt, truncated, unknown format)."""
+
+
+class TooLarge(DecodeError):
+    """An image or mask has more pixels than the limit (``clean.max_pixels``): it is refused from its header,
+    before anything is decoded, so a huge file or a decompression bomb cannot exhaust the machine's memory."""
+
+
+PIL_BOMB_PIXELS = 2 * 89_478_485  # Pillow refuses larger images outright (DecompressionBombError)
+BYTES_PER_PIXEL = 64  # what decoding, converting and caching one pixel may take at once, with room to spare
+_limit: int | None = None  # clean.max_pixels of the stage running in this process (None: the machine's)
+
+
+def machine_pixel_limit() -> int:
+    """The default pixel limit: what every core can decode at once in a share of this machine's memory (at most
+    Pillow's own bomb limit)."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return min(PIL_BOMB_PIXELS, memory // (BYTES_PER_PIXEL * (os.cpu_count() or 1)))
+
+
+def set_pixel_limit(limit: int | None) -> None:
+    """Use ``limit`` (``clean.max_pixels``; None: :func:`machine_pixel_limit`) for every decode in this process."""
+    global _limit
+    _limit = limit
+
+
+def pixel_limit() -> int:
+    return _limit or machine_pixel_limit()
+
+
+def _check_pixels(img: Image.Image, path: str | Path) -> None:
+    width, height = img.size
+    if width * height > pixel_limit():
+        raise TooLarge(f"{path}: {width}x{height} is {width * height:,} pixels, more than the limit of "
+                       f"{pixel_limit():,} (clean.max_pixels); shrink the image or raise clean.max_pixels")
+
+
+@contextmanager
+def _bombs_refused(path: str | Path) -> Iterator[None]:
+    """Pillow's own guard against decompression bombs, as a :class:`TooLarge` naming the file."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            yield
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise TooLarge(f"{path}: refused as a decompression bomb ({exc}); shrink the image") from None
 
 
 @dataclass
@@ -38,8 +87,10 @@ def sha256_file(path: str | Path) -> str:
 
 def _open_fully(path: str | Path) -> Image.Image:
     try:
-        img = Image.open(path)
-        img.load()
+        with _bombs_refused(path):
+            img = Image.open(path)
+            _check_pixels(img, path)  # from the header: nothing is decoded yet
+            img.load()
         return img
     except FileNotFoundError:
         raise DecodeError(f"{path}: file not found") from None
@@ -50,7 +101,8 @@ def _open_fully(path: str | Path) -> Image.Image:
 def oriented_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of an image after its EXIF orientation is applied, reading only the header."""
     try:
-        with Image.open(path) as img:
+        with _bombs_refused(path), Image.open(path) as img:
+            _check_pixels(img, path)
             width, height = img.size
             orientation = img.getexif().get(EXIF_ORIENTATION, 1)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:

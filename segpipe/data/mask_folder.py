@@ -55,7 +55,8 @@ class MaskFolderSample:
         if self.image is None:
             row["issue"] = f"missing_image: mask {self.mask} has no image with the same stem"
             return row
-        copy_image(self.root / self.image, out_dir, row)  # an unreadable image is clean's to report
+        if not copy_image(self.root / self.image, out_dir, row) and row["issue"]:  # too large: not even decoded
+            return row
         if self.mask is None:
             row["issue"] = f"missing_mask: image {self.image} has no mask with the same stem"
             return row
