@@ -36,6 +36,7 @@ bench: setup
 	python -m bench.loader_throughput
 	python -m bench.train_throughput
 	python -m bench.pq_throughput
+	python -m bench.eval_memory
 
 mlflow-server: setup
 	mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -70,17 +72,27 @@ def _worth_logging(line: str) -> bool:
 
 
 @task(task_run_name="{stage}", retry_condition_fn=_retry_if_transient)
-def run_stage(stage: str, project: str) -> str:
-    """Run one stage through DVC, streaming its output into the task's log; returns 'ran' or 'up to date'."""
+def run_stage(stage: str, project: str, timeout: float = 86400) -> str:
+    """Run one stage through DVC, streaming its output into the task's log; returns 'ran' or 'up to date'. A stage
+    still running after ``timeout`` seconds is killed as hung (orchestration.timeout_seconds)."""
     logger = get_run_logger()
     lines = []
     with subprocess.Popen(["dvc", "repro", "--single-item", stage], cwd=project, env=stage_environment(),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
-        for line in process.stdout:
-            lines.append(line)
-            if _worth_logging(line):
-                logger.info("%s", line.rstrip())
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                          start_new_session=True) as process:
+        watchdog = threading.Timer(timeout, os.killpg, (process.pid, signal.SIGKILL))
+        watchdog.start()
+        try:
+            for line in process.stdout:
+                lines.append(line)
+                if _worth_logging(line):
+                    logger.info("%s", line.rstrip())
+        finally:
+            watchdog.cancel()
     output = "".join(lines)
+    if watchdog.finished.is_set() and process.returncode == -signal.SIGKILL:
+        raise StageFailed(stage, f"still running after {timeout:.0f} s (orchestration.timeout_seconds): killed as "
+                                 f"hung; last output: {' | '.join(output.strip().splitlines()[-2:])}", user_error=False)
     if process.returncode != 0:
         raise _failure(stage, output)
     return "ran" if f"Running stage '{stage}'" in output else "up to date"
@@ -129,7 +141,8 @@ def segmentation_pipeline(overrides: dict[str, Any] | None = None, project: str 
     params = write_overrides(root / "params.yaml", overrides)
     retrying = run_stage.with_options(retries=params.orchestration.retries,
                                       retry_delay_seconds=params.orchestration.retry_delay_seconds)
-    stages = {stage: retrying(stage, str(root)) for stage in pipeline_stages(root)}
+    timeout = params.orchestration.timeout_seconds
+    stages = {stage: retrying(stage, str(root), timeout) for stage in pipeline_stages(root)}
     if overrides:
         name = experiment_name or "flow-" + "-".join(f"{k.split('.')[-1]}{v}" for k, v in overrides.items())[:60]
         saved = subprocess.run(["dvc", "exp", "save", "--force", "-n", name], cwd=root, env=stage_environment(),

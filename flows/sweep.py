@@ -97,14 +97,19 @@ def _is_number(value: Any) -> bool:
 
 @task(task_run_name="{name}")
 def run_trial(project: str, name: str, overrides: dict[str, Any], parent_run: str, temp: bool,
-              tracking_uri: str) -> dict[str, Any]:
-    """One trial: a DVC experiment whose train stage opens an MLflow run under ``parent_run``."""
+              tracking_uri: str, timeout: float = 86400) -> dict[str, Any]:
+    """One trial: a DVC experiment whose train stage opens an MLflow run under ``parent_run``; killed as hung after
+    ``timeout`` seconds."""
     env = {**stage_environment(), "SEGPIPE_PARENT_RUN_ID": parent_run, "SEGPIPE_TRIAL": name,
            "MLFLOW_TRACKING_URI": tracking_uri,
            STATE_ENV: str(Path(project).resolve() / ".segpipe")}  # a --temp trial's queued calls outlive its folder
     command = ["dvc", "exp", "run", "-n", name, *(["--temp"] if temp else []), *dvc_set_args(overrides)]
     started = time.time()
-    done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
+    try:
+        done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SegpipeError(f"trial {name} still ran after {timeout:.0f} s (orchestration.timeout_seconds) and was "
+                           f"killed as hung") from None
     get_run_logger().info("%s", (done.stdout + done.stderr).strip()[-3000:])
     if done.returncode != 0:
         errors = [line for line in (done.stdout + done.stderr).splitlines() if ": error:" in line]
@@ -209,7 +214,8 @@ def segmentation_sweep(project: str = ".", method: str | None = None, space: dic
         parent = tracking.server_run_id(tracking.start_run(params, "sweep", run_name=f"sweep-{stamp}")) or ""
         uri = tracking.tracking_uri(params.tracking)
     try:
-        results = _run_trials(root, sweep, parent, stamp, params.base.seed, uri, guard)
+        results = _run_trials(root, sweep, parent, stamp, params.base.seed, uri, guard,
+                              params.orchestration.timeout_seconds)
     finally:
         restored = guard.restore()
         if restored:
@@ -233,7 +239,7 @@ def segmentation_sweep(project: str = ".", method: str | None = None, space: dic
 
 
 def _run_trials(root: Path, sweep: SweepParams, parent: str, stamp: str, seed: int,
-                uri: str, guard: ParamsGuard) -> list[dict[str, Any]]:
+                uri: str, guard: ParamsGuard, timeout: float) -> list[dict[str, Any]]:
     temp = sweep.concurrency > 1  # trials at once need their own folders: dvc exp run --temp
     results: list[dict[str, Any]] = []
 
@@ -242,7 +248,7 @@ def _run_trials(root: Path, sweep: SweepParams, parent: str, stamp: str, seed: i
             check_overrides(guard.original, overrides)
         guard.check(f"trial {len(results)}")
         start = len(results)
-        futures = [run_trial.submit(str(root), f"sweep-{stamp}-{start + i}", o, parent, temp, uri)
+        futures = [run_trial.submit(str(root), f"sweep-{stamp}-{start + i}", o, parent, temp, uri, timeout)
                    for i, o in enumerate(batch)]
         try:
             return [f.result() for f in futures]

@@ -443,6 +443,8 @@ class SweepParams(Section):
 class OrchestrationParams(Section):
     retries: int = Field(1, ge=0, description="retries of a stage task after a transient failure")
     retry_delay_seconds: float = Field(10.0, ge=0)
+    timeout_seconds: float = Field(86400.0, gt=0, description="a stage or sweep trial running longer is killed as "
+                                                                "hung and fails, naming it")
     cron: str = Field("0 3 * * *", description="schedule of the deployments")
     timezone: str = "UTC"
     work_pool: str = "segpipe-cpu"

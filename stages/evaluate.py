@@ -25,14 +25,13 @@ def run(params: Params) -> Evaluation:
     manifest = read_manifest(SPLIT / "test.parquet")
     if manifest.empty:
         raise SegpipeError(f"{SPLIT / 'test.parquet'}: the split is empty; give split.test a share above 0")
-    result = trained.task.evaluate(trained, manifest, params, device, params.train.loader_workers)
+    with atomic_dir(PREDICTIONS) as folder:  # written image by image, in place only when evaluation succeeds
+        result = trained.task.evaluate(trained, manifest, params, device, params.train.loader_workers, folder)
     write_atomic(METRICS, lambda p: p.write_text(metrics_json(result.metrics) + "\n"))
     write_atomic(PER_CLASS, lambda p: result.per_class.to_csv(p, index=False, float_format="%.6f"))
     with atomic_dir(FIGURES) as folder:
         for name, draw in result.figures.items():
             draw(folder / name)
-    with atomic_dir(PREDICTIONS) as folder:
-        result.predictions(folder)
     run_id = tracking.load_run_id()
     tracking.log_metrics(params, run_id, {f"test_{k}": v for k, v in result.metrics.items()})
     figures = [FIGURES / name for name in result.figures]

@@ -40,3 +40,4 @@ def test_prefect_commands_in_the_project_folder_read_its_prefect_toml():
     assert done.returncode == 0, done.stderr
     assert "PREFECT_SERVER_ANALYTICS_ENABLED='False' (from prefect.toml)" in done.stdout
     assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS='120' (from prefect.toml)" in done.stdout
+

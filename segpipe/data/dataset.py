@@ -3,7 +3,7 @@ loader over them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +16,49 @@ from torchvision.ops import masks_to_boxes
 
 from segpipe.data.cache import IMAGE_FILE, INSTANCE_FILE, SAMPLES_FILE, SEMANTIC_FILE, resize_image, resize_labels
 from segpipe.data.imageio import load_image, load_label
+from segpipe.errors import SegpipeError
 from segpipe.parallel import worker_context
 from segpipe.transforms import SemanticMask
 
 Transform = Callable[[dict], dict]
 
 
+WORKER_TIMEOUT_S = 600  # a worker that sends no batch for this long is hung (a batch takes seconds at most)
+
+
+class WatchedLoader(DataLoader):
+    """A DataLoader whose hung worker is an error naming what it was reading, not a wait without end."""
+
+    def __iter__(self) -> Iterator[Any]:
+        batches = super().__iter__()
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except RuntimeError as exc:
+                if "timed out" not in str(exc):
+                    raise
+                raise SegpipeError(f"a DataLoader worker reading {describe(self.dataset)} sent no batch for "
+                                   f"{self.timeout:.0f} s and was given up as hung; run again (train.loader_workers: "
+                                   f"0 loads in the main process)") from None
+            yield batch
+
+
+def describe(dataset: Dataset) -> str:
+    """What a dataset reads, for messages: its folder, or what it wraps."""
+    inner = getattr(dataset, "dataset", None) or (getattr(dataset, "datasets", None) or [None])[0]
+    if getattr(dataset, "split_dir", None):
+        return str(dataset.split_dir)
+    return describe(inner) if inner is not None else type(dataset).__name__
+
+
 def data_loader(dataset: Dataset, workers: int, **options: Any) -> DataLoader:
-    """A DataLoader over ``dataset`` whose ``workers`` processes (0: none, load here) start from the fork server."""
+    """A DataLoader over ``dataset`` whose ``workers`` processes (0: none, load here) start from the fork server and
+    are given up as hung after :data:`WORKER_TIMEOUT_S` without a batch."""
     context = worker_context() if workers else None
-    return DataLoader(dataset, num_workers=workers, multiprocessing_context=context, **options)
+    timeout = WORKER_TIMEOUT_S if workers else 0
+    return WatchedLoader(dataset, num_workers=workers, multiprocessing_context=context, timeout=timeout, **options)
 
 
 def make_sample(image: np.ndarray, semantic: np.ndarray, instance: np.ndarray | None,

@@ -52,13 +52,13 @@ Figure = Callable[[Path], None]
 
 @dataclass
 class Evaluation:
-    """What the evaluate stage writes: metrics (reports/metrics.json), a per-class table and figures."""
+    """What the evaluate stage writes besides the predictions: metrics (reports/metrics.json), a per-class table
+    and figures."""
 
     metrics: dict[str, float]
     per_class: pd.DataFrame
     figures: dict[str, Figure] = field(default_factory=dict)  # file name -> draws it at the given path
     summary: str = ""
-    predictions: Figure | None = None  # writes the test predictions into the given folder, in files other tools read
 
 
 @dataclass
@@ -122,8 +122,10 @@ class Task(Learner):
     # --- evaluate, export, predict ----------------------------------------------------------------------------
     @abstractmethod
     def evaluate(self, trained: TrainedModel, manifest: pd.DataFrame, params: Params, device: torch.device,
-                 workers: int) -> Evaluation:
-        """Test metrics over ``manifest`` at the images' original size, with the per-class table and figures."""
+                 workers: int, predictions: Path) -> Evaluation:
+        """Test metrics over ``manifest`` at the images' original size, with the per-class table and figures; the
+        test predictions go to the folder ``predictions`` in files other tools read, each as soon as it is made,
+        so memory does not grow with the number of test images."""
 
     @abstractmethod
     def export(self, trained: TrainedModel, samples: list[dict[str, Any]], inputs: list[torch.Tensor], path: Path,

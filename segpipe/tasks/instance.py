@@ -191,7 +191,7 @@ class InstanceTask(Task):
 
     @torch.no_grad()
     def evaluate(self, trained: TrainedModel, manifest: pd.DataFrame, params: Params, device: torch.device,
-                 workers: int) -> Evaluation:
+                 workers: int, predictions: Path) -> Evaluation:
         options = trained.saved["config"]["mask_rcnn"]
         evaluator = CocoEvaluator(trained.categories, trained.saved["config"])
         to_input = trained.input_transform()
@@ -212,9 +212,9 @@ class InstanceTask(Task):
             figures["predictions.png"] = lambda path: instance_grid(samples, categories, threshold, path)
         keys = ("mask_ap", "mask_ap50", "mask_ap75", "box_ap", "box_ap50", "mask_ar_100")
         summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in keys)
-        records = list(zip(manifest.sample_id, evaluator.records, strict=True))
-        return Evaluation(metrics, evaluator.per_class, figures, f": {summary}",
-                          lambda folder: write_json(folder / "detections.json", coco_results(records)))
+        records = list(zip(manifest.sample_id, evaluator.records, strict=True))  # COCOeval holds them all anyway
+        write_json(predictions / "detections.json", coco_results(records))
+        return Evaluation(metrics, evaluator.per_class, figures, f": {summary}")
 
     def export(self, trained: TrainedModel, samples: list[dict[str, Any]], inputs: list[torch.Tensor], path: Path,
                params: Params) -> ExportCheck:

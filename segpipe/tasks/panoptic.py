@@ -172,33 +172,31 @@ class PanopticTask(Task):
 
     @torch.no_grad()
     def evaluate(self, trained: TrainedModel, manifest: pd.DataFrame, params: Params, device: torch.device,
-                 workers: int) -> Evaluation:
+                 workers: int, predictions: Path) -> Evaluation:
         """PQ over the test images; the ground truth and the predictions also go to reports/test_predictions/
         in COCO panoptic format, so other tools can score them."""
         evaluator = PanopticEvaluator(trained.categories, trained.saved["config"])
         to_input = trained.input_transform()
         dataset = DecodingSegmentation(manifest, instances=True)
         loader = data_loader(dataset, workers, batch_size=1, collate_fn=collate_instances)
-        shown, files = [], {"gt": [], "pred": []}
+        shown = []
+        sets = {part: CocoPanopticSet(predictions, part, trained.categories) for part in ("gt", "pred")}
         for sample_id, batch in zip(manifest.sample_id, track(loader, len(manifest), "evaluate"), strict=True):
             raw = self.forward_eval(trained.model, to_input(batch["image"].to(device)))[0]
             predicted = evaluator.predict(raw)
             truth, gt, pred = evaluator.add(batch["semantic"][0], batch["targets"][0], predicted)
-            files["gt"].append((sample_id, *gt))
-            files["pred"].append((sample_id, *pred))
+            sets["gt"].add(sample_id, *gt)
+            sets["pred"].add(sample_id, *pred)
             if len(shown) < params.evaluate.overlays:
                 shown.append((batch["image"][0], (truth.category, truth.instance),
                               (predicted.category, predicted.instance)))
         metrics = {**evaluator.compute(), "images": len(manifest)}
         categories = trained.categories
         figures = {"predictions.png": lambda path: panoptic_grid(shown, categories, path)} if shown else {}
-
-        def predictions(folder: Path) -> None:
-            for part, items in files.items():
-                _write_coco_panoptic(folder, part, items, categories)
-
+        for coco_set in sets.values():
+            coco_set.close()
         summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("pq", "sq", "rq", "pq_things", "pq_stuff", "miou"))
-        return Evaluation(metrics, evaluator.per_class(), figures, f": {summary}", predictions)
+        return Evaluation(metrics, evaluator.per_class(), figures, f": {summary}")
 
     def export(self, trained: TrainedModel, samples: list[dict[str, Any]], inputs: list[torch.Tensor], path: Path,
                params: Params) -> ExportCheck:
@@ -277,14 +275,24 @@ class PanopticTask(Task):
         return document(annotations, images, coco_categories(categories))
 
 
-def _write_coco_panoptic(folder: Path, part: str, items: list[tuple[str, np.ndarray, list[Segment]]],
-                         categories: Categories) -> None:
-    """``<folder>/<part>.json`` and the PNGs in ``<folder>/<part>/``: a COCO panoptic set."""
-    (folder / part).mkdir()
-    annotations, images = [], []
-    for image_id, (sample_id, ids, found) in enumerate(items, 1):
-        Image.fromarray(id_to_rgb(ids)).save(folder / part / f"{sample_id}.png")
-        images.append({"id": image_id, "file_name": f"{sample_id}.png", "height": ids.shape[0], "width": ids.shape[1]})
-        annotations.append({"image_id": image_id, "file_name": f"{sample_id}.png",
-                            "segments_info": segments_info(ids, found)})
-    write_json(folder / f"{part}.json", document(annotations, images, coco_categories(categories)))
+class CocoPanopticSet:
+    """``<folder>/<part>.json`` and the PNGs in ``<folder>/<part>/``: a COCO panoptic set, each PNG written as soon
+    as it is added (only the small segment lists stay in memory until :meth:`close`)."""
+
+    def __init__(self, folder: Path, part: str, categories: Categories) -> None:
+        self.folder, self.part, self.categories = folder, part, categories
+        (folder / part).mkdir()
+        self.annotations: list[dict[str, Any]] = []
+        self.images: list[dict[str, Any]] = []
+
+    def add(self, sample_id: str, ids: np.ndarray, found: list[Segment]) -> None:
+        image_id = len(self.images) + 1
+        Image.fromarray(id_to_rgb(ids)).save(self.folder / self.part / f"{sample_id}.png")
+        self.images.append({"id": image_id, "file_name": f"{sample_id}.png", "height": ids.shape[0],
+                            "width": ids.shape[1]})
+        self.annotations.append({"image_id": image_id, "file_name": f"{sample_id}.png",
+                                 "segments_info": segments_info(ids, found)})
+
+    def close(self) -> None:
+        write_json(self.folder / f"{self.part}.json",
+                   document(self.annotations, self.images, coco_categories(self.categories)))

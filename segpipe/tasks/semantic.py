@@ -96,13 +96,13 @@ class SemanticTask(Task):
 
     @torch.no_grad()
     def evaluate(self, trained: TrainedModel, manifest: pd.DataFrame, params: Params, device: torch.device,
-                 workers: int) -> Evaluation:
+                 workers: int, predictions: Path) -> Evaluation:
         settings, categories = params.evaluate, trained.categories
         matrix = ConfusionMatrix(categories.num_classes, categories.ignore_index)
         boundary = BoundaryF1(categories.num_classes, categories.ignore_index, settings.boundary_tolerance)
         to_input = trained.input_transform()
         loader = data_loader(DecodingSegmentation(manifest), workers, batch_size=1)
-        samples, labels = [], []
+        samples = []
         for sample_id, batch in zip(manifest.sample_id, track(loader, len(manifest), "evaluate"), strict=True):
             images = to_input(batch["image"].to(device))
             logits = infer(trained.model, images, settings.mode, categories.num_classes, settings.window,
@@ -110,7 +110,7 @@ class SemanticTask(Task):
             prediction, target = logits.argmax(1).cpu(), batch["semantic"].long()
             matrix.update(prediction, target)
             boundary.update(prediction, target)
-            labels.append((sample_id, prediction[0].numpy()))
+            save_label(prediction[0].numpy(), predictions / f"{sample_id}.png")  # its predicted class ids
             if len(samples) < settings.overlays:
                 samples.append((batch["image"][0], target[0], prediction[0]))
         metrics = {**matrix.compute(), "boundary_f1": boundary.compute(), "images": len(manifest)}
@@ -125,8 +125,7 @@ class SemanticTask(Task):
             figures["predictions.png"] = lambda path: prediction_grid(samples, categories, path)
         keys = ("miou", "pixel_accuracy", "mean_accuracy", "fwiou", "mean_dice", "boundary_f1")
         summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in keys)
-        return Evaluation(metrics, per_class, figures, f" ({settings.mode}): {summary}",
-                          lambda folder: _write_label_maps(folder, labels))
+        return Evaluation(metrics, per_class, figures, f" ({settings.mode}): {summary}")
 
     def export(self, trained: TrainedModel, samples: list[dict[str, Any]], inputs: list[torch.Tensor], path: Path,
                params: Params) -> ExportCheck:
@@ -155,9 +154,3 @@ class SemanticTask(Task):
     def output_contract(self, config: dict[str, Any]) -> dict[str, Any]:
         return {"name": OUTPUT, "dtype": "float32", "layout": "NCHW",
                 "meaning": "per-class logits at the input resolution; argmax over channel C gives the class id"}
-
-
-def _write_label_maps(folder: Path, labels: list[tuple[str, np.ndarray]]) -> None:
-    """``<sample_id>.png`` per test image: its predicted class ids (8-bit, or 16-bit above 256 classes)."""
-    for sample_id, label in labels:
-        save_label(label, folder / f"{sample_id}.png")
