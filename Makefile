@@ -9,6 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
+MLFLOW_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5000
 MLFLOW_BACKEND ?= sqlite:///mlflow-server.db
 MLFLOW_ARTIFACTS ?= ./mlflow-artifacts
@@ -38,12 +39,19 @@ bench: setup
 	python -m bench.pq_throughput
 	python -m bench.eval_memory
 
+# The server recipes are not echoed (@): a password in MLFLOW_BACKEND or the environment never reaches the terminal.
+# With MLFLOW_AUTH_ADMIN_PASSWORD set, the tracking server runs MLflow's basic-auth app (segpipe/mlflow_auth.ini);
+# with PREFECT_SERVER_API_AUTH_STRING set, the Prefect server asks every client for it.
 mlflow-server: setup
-	mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \
-		--backend-store-uri $(MLFLOW_BACKEND) --artifacts-destination $(MLFLOW_ARTIFACTS)
+	@echo "mlflow server on http://$(MLFLOW_HOST):$(MLFLOW_PORT), artifacts in $(MLFLOW_ARTIFACTS)$(if $(MLFLOW_AUTH_ADMIN_PASSWORD), (basic auth: users must log in))"
+	@MLFLOW_AUTH_CONFIG_PATH="$${MLFLOW_AUTH_CONFIG_PATH:-$(abspath segpipe/mlflow_auth.ini)}" \
+		mlflow server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers 1 \
+		--backend-store-uri "$(MLFLOW_BACKEND)" --artifacts-destination "$(MLFLOW_ARTIFACTS)" \
+		$(if $(MLFLOW_AUTH_ADMIN_PASSWORD),--app-name basic-auth)
 
 prefect-server: setup
-	prefect server start --host 127.0.0.1
+	@echo "prefect server on http://127.0.0.1:4200$(if $(PREFECT_SERVER_API_AUTH_STRING), (clients need PREFECT_API_AUTH_STRING))"
+	@prefect server start --host 127.0.0.1
 
 clean-outputs: setup  # the stages' outputs only (dvc.yaml's outs); never source data, downloads or your files
 	python -m segpipe.stage_outputs --remove

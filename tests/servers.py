@@ -51,15 +51,21 @@ def bin_path(name: str) -> str:
 
 
 @contextmanager
-def mlflow_server(root: Path, port: int, backend: str | None = None) -> Iterator[str]:
-    """``mlflow server`` on 127.0.0.1:port with served artifacts under ``root`` (backend: SQLite there)."""
+def mlflow_server(root: Path, port: int, backend: str | None = None,
+                  admin: tuple[str, str] | None = None) -> Iterator[str]:
+    """``mlflow server`` on 127.0.0.1:port with served artifacts under ``root`` (backend: SQLite there); with
+    ``admin`` (user, password), MLflow's basic-auth app as ``make mlflow-server`` runs it."""
     root.mkdir(parents=True, exist_ok=True)
     command = [bin_path("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                "--backend-store-uri", backend or f"sqlite:///{root / 'mlflow.db'}",
-               "--artifacts-destination", str(root / "artifacts")]
+               "--artifacts-destination", str(root / "artifacts"), *(["--app-name", "basic-auth"] if admin else [])]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    if admin:
+        env.update(MLFLOW_AUTH_CONFIG_PATH=str(Path(__file__).parents[1] / "segpipe/mlflow_auth.ini"),
+                   MLFLOW_AUTH_ADMIN_USERNAME=admin[0], MLFLOW_AUTH_ADMIN_PASSWORD=admin[1],
+                   MLFLOW_FLASK_SERVER_SECRET_KEY="tests-only-key")
     with open(root / "server.log", "ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=log, env=env, start_new_session=True)
+        process = subprocess.Popen(command, stdout=log, stderr=log, env=env, start_new_session=True, cwd=root)
     try:
         wait_healthy(f"http://127.0.0.1:{port}/health", process)
         yield f"http://127.0.0.1:{port}"
