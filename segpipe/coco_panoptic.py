@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from segpipe.data.imageio import load_color_label
 from segpipe.errors import SegpipeError
 from segpipe.panoptic_quality import PanopticCategory, PanopticError, PQResult, PQStat, Segment, image_stat, pq_result
 
@@ -33,14 +33,9 @@ def id_to_rgb(ids: np.ndarray) -> np.ndarray:
 
 def read_ids(path: Path) -> np.ndarray:
     """The segment-id map of a COCO panoptic PNG; a missing or unreadable file is one line naming it."""
-    try:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))
-    except FileNotFoundError:
-        raise SegpipeError(f"{path}: panoptic PNG not found; check the annotation's file_name") from None
-    except OSError as exc:
-        raise SegpipeError(f"{path}: cannot be decoded ({exc})") from None
-    return rgb_to_id(pixels)
+    if not Path(path).is_file():
+        raise SegpipeError(f"{path}: panoptic PNG not found; check the annotation's file_name")
+    return rgb_to_id(load_color_label(path))  # refused from its header when it has too many pixels
 
 
 def load_panoptic_json(path: Path) -> dict[str, Any]:

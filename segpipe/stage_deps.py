@@ -84,7 +84,7 @@ def stage_module(command: str) -> str | None:
 
 def is_code(dep: str) -> bool:
     """A dependency that is project code (what :func:`derived_deps` owns), not data or params."""
-    return dep.split("/")[0] in PACKAGES and (dep.endswith(".py") or Path(dep).is_dir())
+    return dep.split("/")[0] in PACKAGES
 
 
 def derived_deps(stages: dict, root: Path = Path(".")) -> dict[str, list[str]]:

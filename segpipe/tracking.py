@@ -192,10 +192,11 @@ def _any_size_signature(example: Any) -> Any:
     return ModelSignature(inputs=Schema([spec(example["input"], "images")]), outputs=Schema(outputs))
 
 
-def _logged_models(client: Any, run_id: str) -> set[str]:
+def _logged_models(client: Any, run_id: str) -> dict[str, Any]:
+    """The models already logged for ``run_id``, by name."""
     run = client.get_run(run_id)
     found = client.search_logged_models(experiment_ids=[run.info.experiment_id])
-    return {model.name for model in found if model.source_run_id == run_id}
+    return {model.name: model for model in found if model.source_run_id == run_id}
 
 
 def _log_models(params: TrackingParams, client: Any, run_id: str, op: dict[str, Any]) -> None:
@@ -215,6 +216,9 @@ def _log_models(params: TrackingParams, client: Any, run_id: str, op: dict[str, 
             mlflow.onnx.log_model(onnx.load(op["onnx"]), name="onnx_model", signature=signature,
                                   registered_model_name=op["registered_model"],
                                   pip_requirements=op["onnx_requirements"], save_as_external_data=False)
+        elif op["registered_model"] and not client.search_model_versions(
+                f"name='{op['registered_model']}' and run_id='{run_id}'"):  # logged, then killed before registering
+            mlflow.register_model(logged["onnx_model"].model_uri, op["registered_model"])
         if "pytorch_model" not in logged:
             # Pickle on purpose: the pt2 format freezes the input size, while these models take any size. MLflow
             # warns about pickle on every call; the README says how to load the weights-only file instead.

@@ -218,7 +218,7 @@ def test_images_above_the_pixel_limit_are_rejected_from_their_header(workdir):
     bomb = workdir / "bomb.png"
     bomb.write_bytes(png_header(30000, 30000))  # 60 bytes that claim 900 megapixels
     set_pixel_limit(None)  # the machine's limit, at most Pillow's own
-    with pytest.raises(TooLarge, match="900,000,000 pixels|decompression bomb"):
+    with pytest.raises(TooLarge, match="30000x30000 is 900,000,000 pixels, more than the limit"):
         oriented_size(bomb)
     with pytest.raises(TooLarge):
         load_image(bomb)

@@ -89,7 +89,8 @@ def test_failing_stage_fails_the_flow_with_its_error(tmp_path, prefect_engine):
                  "ingest.mask_folder.classes": [{"name": "a", "color": [0, 0, 0]}]}
     state = segmentation_pipeline(project=str(project), overrides=overrides, return_state=True)
     assert state.is_failed()
-    with pytest.raises(Exception, match="stage ingest failed: segpipe ingest: error: .*does not exist"):
+    with pytest.raises(Exception, match="stage source failed: segpipe source: error: .*no-such-folder does not exist "
+                                        "on this machine"):
         state.result()
     bad = segmentation_pipeline(project=str(project), overrides={"train.epochs": 0}, return_state=True)
     assert bad.is_failed()

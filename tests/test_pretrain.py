@@ -71,7 +71,8 @@ def test_an_encoder_of_another_model_is_an_error_naming_both(tmp_path):
     weights = encoder_of(get_task("semantic").build_model(config)).module.state_dict()
     checkpoint.save({"encoder": weights, "model_name": "unet"}, tmp_path / "pretrained.pt")
     other = get_task("semantic").build_model(model_config("semantic", "lraspp_mobilenet_v3_large", {}))
-    with pytest.raises(SegpipeError, match="holds the encoder of unet, which does not fit model.name lraspp"):
+    with pytest.raises(SegpipeError, match=r"\(the encoder of unet\) does not fit this model: .* is missing; .*"
+                                           r"model.name is lraspp_mobilenet_v3_large: pretrain again"):
         load_encoder(other, tmp_path / "pretrained.pt", "lraspp_mobilenet_v3_large")
     checkpoint.save({"encoder": {}, "model_name": "unet"}, tmp_path / "off.pt")
     with pytest.raises(SegpipeError, match="holds no encoder .* pretrain.enabled: true"):

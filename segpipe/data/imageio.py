@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +25,8 @@ class TooLarge(DecodeError):
     before anything is decoded, so a huge file or a decompression bomb cannot exhaust the machine's memory."""
 
 
-PIL_BOMB_PIXELS = 2 * 89_478_485  # Pillow refuses larger images outright (DecompressionBombError)
+PIL_BOMB_PIXELS = 2 * 89_478_485  # Pillow's own limit, which the default limit never passes
+Image.MAX_IMAGE_PIXELS = None  # every image segpipe opens is checked against its own limit below, from the header
 BYTES_PER_PIXEL = 64  # what decoding, converting and caching one pixel may take at once, with room to spare
 _limit: int | None = None  # clean.max_pixels of the stage running in this process (None: the machine's)
 
@@ -57,15 +55,6 @@ def _check_pixels(img: Image.Image, path: str | Path) -> None:
                        f"{pixel_limit():,} (clean.max_pixels); shrink the image or raise clean.max_pixels")
 
 
-@contextmanager
-def _bombs_refused(path: str | Path) -> Iterator[None]:
-    """Pillow's own guard against decompression bombs, as a :class:`TooLarge` naming the file."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            yield
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise TooLarge(f"{path}: refused as a decompression bomb ({exc}); shrink the image") from None
 
 
 @dataclass
@@ -87,10 +76,9 @@ def sha256_file(path: str | Path) -> str:
 
 def _open_fully(path: str | Path) -> Image.Image:
     try:
-        with _bombs_refused(path):
-            img = Image.open(path)
-            _check_pixels(img, path)  # from the header: nothing is decoded yet
-            img.load()
+        img = Image.open(path)
+        _check_pixels(img, path)  # from the header: nothing is decoded yet (a decompression bomb never is)
+        img.load()
         return img
     except FileNotFoundError:
         raise DecodeError(f"{path}: file not found") from None
@@ -101,7 +89,7 @@ def _open_fully(path: str | Path) -> Image.Image:
 def oriented_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of an image after its EXIF orientation is applied, reading only the header."""
     try:
-        with _bombs_refused(path), Image.open(path) as img:
+        with Image.open(path) as img:
             _check_pixels(img, path)
             width, height = img.size
             orientation = img.getexif().get(EXIF_ORIENTATION, 1)
