@@ -144,47 +144,51 @@ def test_export_refuses_a_model_with_non_finite_weights_or_outputs(pipeline, tmp
         (pipeline / "export/model.json").read_text())
 
 
-def predict_error(model: Path, tmp_path: Path) -> str:
+def segpipe_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """``segpipe`` run in this process (exit code, stdout, stderr): an unexpected exception fails the test."""
+    from segpipe.cli import main
+
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def predict_error(capsys, model: Path, tmp_path: Path) -> str:
     image = next(iter(sorted((model.parents[1] / "data/raw/images").glob("*.png"))), None)
-    done = subprocess.run([sys.executable, "-m", "segpipe.cli", "predict", str(image), "--model", str(model),
-                           "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
-    return done.stderr
+    code, _, err = segpipe_cli(capsys, "predict", str(image), "--model", str(model), "--out", str(tmp_path / "out"))
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    return err
 
 
-def test_predict_refuses_model_files_it_cannot_use(pipeline, tmp_path):
+def test_predict_refuses_model_files_it_cannot_use(pipeline, tmp_path, capsys):
     import shutil
 
     from segpipe import checkpoint
 
-    assert "the pretrain stage's encoder" in predict_error(pipeline / "models/pretrained.pt", tmp_path)
+    assert "the pretrain stage's encoder" in predict_error(capsys, pipeline / "models/pretrained.pt", tmp_path)
     fake = tmp_path / "project"
     (fake / "models").mkdir(parents=True)
     shutil.copytree(pipeline / "data/raw/images", fake / "data/raw/images")
     checkpoint.save({"model": {}, "fingerprint": "x", "optimizer": {}}, fake / "models/last.pt")
-    assert "a training checkpoint to resume from" in predict_error(fake / "models/last.pt", tmp_path)
+    assert "a training checkpoint to resume from" in predict_error(capsys, fake / "models/last.pt", tmp_path)
     # an ONNX file beside a model.json written for another export: the contract's sha256 tells
     (fake / "export").mkdir()
     shutil.copy(pipeline / "export/model.onnx", fake / "export/model.onnx")
     contract = json.loads((pipeline / "export/model.json").read_text())
     (fake / "export/model.json").write_text(json.dumps({**contract, "sha256": "0" * 64}))
-    assert "was written for another ONNX file" in predict_error(fake / "export/model.onnx", tmp_path)
+    assert "was written for another ONNX file" in predict_error(capsys, fake / "export/model.onnx", tmp_path)
     # and one that describes a model of another task
     other = {**contract, "task": "instance", "sha256": None}
     (fake / "export/model.json").write_text(json.dumps(other))
-    message = predict_error(fake / "export/model.onnx", tmp_path)
+    message = predict_error(capsys, fake / "export/model.onnx", tmp_path)
     assert "returns ['logits']" in message and "describes a instance model" in message
 
 
-def run_predict(pipeline: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "segpipe.cli", "predict", *args, "--model",
-                           str(pipeline / "export/model.onnx")],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-
-
-def test_predict_never_writes_over_an_input_and_counts_truly(pipeline, tmp_path):
+def test_predict_never_writes_over_an_input_and_counts_truly(pipeline, tmp_path, capsys):
     import shutil
 
     source = sorted((pipeline / "data/raw/images").glob("*.png"))[:2]
@@ -192,15 +196,17 @@ def test_predict_never_writes_over_an_input_and_counts_truly(pipeline, tmp_path)
         (tmp_path / folder).mkdir()
         shutil.copy(image, tmp_path / folder / "frame.png")  # two inputs with one stem
     before = {p: p.read_bytes() for p in tmp_path.rglob("*.png")}
-    done = run_predict(pipeline, str(tmp_path / "day"), str(tmp_path / "night/frame.png"), "--out",
-                       str(tmp_path / "out"))
-    assert done.returncode == 0, done.stderr
-    assert "wrote 2 label maps" in done.stdout
+    model = ("--model", str(pipeline / "export/model.onnx"))
+    code, out, err = segpipe_cli(capsys, "predict", str(tmp_path / "day"), str(tmp_path / "night/frame.png"), "--out",
+                                 str(tmp_path / "out"), *model)
+    assert code == 0, err
+    assert "wrote 2 label maps" in out
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == [
         "day__frame.png", "day__frame_overlay.png", "night__frame.png", "night__frame_overlay.png"]
     for out in (tmp_path / "day", tmp_path / "day/predictions"):  # the input folder itself, or a folder inside it
-        failed = run_predict(pipeline, str(tmp_path / "day"), "--out", str(out))
-        assert failed.returncode == 1 and "is inside the input folder" in failed.stderr, failed.stderr
-    failed = run_predict(pipeline, str(tmp_path / "night/*.png"), "--out", str(tmp_path / "night"))
-    assert failed.returncode == 1 and "over an input image" in failed.stderr, failed.stderr
+        code, _, err = segpipe_cli(capsys, "predict", str(tmp_path / "day"), "--out", str(out), *model)
+        assert code == 1 and "is inside the input folder" in err, err
+    code, _, err = segpipe_cli(capsys, "predict", str(tmp_path / "night/*.png"), "--out", str(tmp_path / "night"),
+                               *model)
+    assert code == 1 and "over an input image" in err, err
     assert {p: p.read_bytes() for p in tmp_path.rglob("*.png") if "out" not in p.parts} == before
