@@ -22,9 +22,9 @@ import torch
 from segpipe.config import load_params
 from segpipe.data.canonical import read_manifest, write_manifest
 from segpipe.data.ingest import ingest
-from segpipe.evaluation import TrainedModel
 from segpipe.fsutil import write_json
 from segpipe.paths import MODELS
+from segpipe.trained_model import TrainedModel
 
 RESULTS = Path(__file__).parent / "results" / "eval_memory.json"
 

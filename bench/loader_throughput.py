@@ -1,6 +1,6 @@
 """Loader throughput: the training-ready cache vs decoding the image files with PIL on every access.
 
-Both loaders apply the same augmentation policy (data/cache/augment_policy.json) with the same DataLoader
+Both loaders apply the same augmentation policy (segpipe.paths.AUGMENT_POLICY) with the same DataLoader
 settings. Run it in a project where `dvc repro` has produced data/split and data/cache (the default dataset,
 or CamVid after `segpipe preset camvid-cpu && dvc repro`).
 
@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from segpipe.data.canonical import read_manifest
 from segpipe.data.dataset import CachedSegmentation, DecodingSegmentation, data_loader
 from segpipe.fsutil import write_json
-from segpipe.paths import CACHE, SPLIT
+from segpipe.paths import AUGMENT_POLICY, CACHE, SPLIT
 from segpipe.transforms import build
 
 RESULTS = Path(__file__).parent / "results" / "loader_throughput.json"
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON figures")
     args = parser.parse_args(argv)
 
-    policy = json.loads((CACHE / "augment_policy.json").read_text())
+    policy = json.loads(AUGMENT_POLICY.read_text())
     transform = build(policy["sample"], policy["ignore_index"])
     cached = CachedSegmentation(CACHE / "train", transform)
     decoding = DecodingSegmentation(read_manifest(SPLIT / "train.parquet"), tuple(policy["size"]), transform)

@@ -83,7 +83,7 @@ def inference(runs: int) -> dict:
     """Median latency of onnxruntime vs eager PyTorch on a test image at its original size."""
     import onnxruntime as ort
 
-    from segpipe.evaluation import TrainedModel
+    from segpipe.trained_model import TrainedModel
 
     trained = TrainedModel.load(Path("models/model.pt"), torch.device("cpu"))
     model = trained.task.onnx_module(trained.model)

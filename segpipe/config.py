@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from segpipe.catalog import TASK_MODELS, model_problem
+from segpipe.catalog import model_problem, name_problem, task_problem, weights_problem
 from segpipe.errors import SegpipeError
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -251,8 +251,11 @@ class AugmentParams(Section):
         return self
 
 
-ModelName = Literal[tuple(name for names in TASK_MODELS.values() for name in names)]  # type: ignore[valid-type]
-TaskName = Literal[tuple(TASK_MODELS)]  # type: ignore[valid-type]
+def _refuse(problem: str, value: Any) -> Any:
+    """``value``, or a validation error when the catalog names a ``problem`` with it."""
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 class UNetParams(Section):
@@ -306,12 +309,23 @@ class PanopticParams(Section):
 
 
 class ModelParams(Section):
-    name: ModelName = "lraspp_mobilenet_v3_large"
+    name: str = Field("lraspp_mobilenet_v3_large", description="a model of the catalog (segpipe.catalog)")
     weights: str | None = Field(
         None, description="null (from scratch), backbone, full, pretrained (the pretrain stage's encoder) or a path")
     unet: UNetParams = UNetParams()
     mask_rcnn: MaskRCNNParams = MaskRCNNParams()
     panoptic: PanopticParams = PanopticParams()
+
+    @field_validator("name")
+    @classmethod
+    def _in_catalog(cls, value: str) -> str:
+        return _refuse(name_problem(value), value)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_exist(cls, value: str | None, info: ValidationInfo) -> str | None:
+        name = info.data.get("name")
+        return _refuse(weights_problem(name, value), value) if name else value
 
 
 class OptimizerParams(Section):
@@ -452,7 +466,7 @@ class OrchestrationParams(Section):
 
 
 class Params(Section):
-    task: TaskName = "semantic"
+    task: str = Field("semantic", description="semantic, instance or panoptic (segpipe.catalog.TASKS)")
     base: BaseParams = BaseParams()
     ingest: IngestParams = IngestParams()
     clean: CleanParams = CleanParams()
@@ -465,6 +479,11 @@ class Params(Section):
     export: ExportParams = ExportParams()
     tracking: TrackingParams = TrackingParams()
     orchestration: OrchestrationParams = OrchestrationParams()
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        return _refuse(task_problem(value), value)
 
     @model_validator(mode="after")
     def _model_fits_task(self) -> Params:

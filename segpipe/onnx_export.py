@@ -19,7 +19,7 @@ from segpipe.errors import SegpipeError
 from segpipe.fsutil import atomic_path
 
 if TYPE_CHECKING:
-    from segpipe.evaluation import TrainedModel
+    from segpipe.trained_model import TrainedModel
 
 INPUT = "images"  # every task's ONNX model takes normalised NCHW float images under this name
 SPATIAL_AXES = {0: "batch", 2: "height", 3: "width"}

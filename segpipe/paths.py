@@ -12,4 +12,5 @@ REPORTS = Path("reports")
 MODELS = Path("models")
 EXPORT = Path("export")
 PARAMS_CHECK = REPORTS / "params_check.json"
+AUGMENT_POLICY = CACHE / "augment_policy.json"  # the augment stage's transforms, as training applies them
 PRETRAINED = MODELS / "pretrained.pt"  # the pretrain stage's encoder (model.weights: pretrained)

@@ -19,11 +19,11 @@ from segpipe.data.imageio import DecodeError, load_image, sha256_file
 from segpipe.data.mask_folder import IMAGE_SUFFIXES
 from segpipe.data.sample_ids import unique_ids
 from segpipe.errors import SegpipeError
-from segpipe.evaluation import TrainedModel
 from segpipe.fsutil import atomic_path, write_json
 from segpipe.progress import track
 from segpipe.tasks import get_task
 from segpipe.tasks.base import Task
+from segpipe.trained_model import TrainedModel
 from segpipe.transforms import build, input_spec
 
 RESULTS_FILE = "predictions.json"

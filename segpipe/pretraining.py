@@ -20,6 +20,7 @@ from torch import nn
 from segpipe.config import Params
 from segpipe.data.canonical import Categories
 from segpipe.distributed import reduce_sum
+from segpipe.models import build_model
 from segpipe.models.encoders import Encoder, encoder_of
 from segpipe.tasks import get_task
 from segpipe.tasks.base import Criterion, Evaluator, Learner
@@ -129,7 +130,7 @@ class PretrainLearner(Learner):
         return {**get_task(params.task).model_config(params, categories), "pretrain": self.settings}
 
     def build_model(self, config: dict[str, Any], weights: str | None = None) -> nn.Module:
-        model = get_task(config["task"]).build_model(config)
+        model = build_model(config)
         return Autoencoder(encoder_of(model), config["pretrain"]["decoder_width"])
 
     def criterion(self, params: Params, categories: Categories, train: pd.DataFrame) -> Criterion:

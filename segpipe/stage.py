@@ -5,17 +5,23 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from segpipe.config import Params, load_params
 from segpipe.errors import SegpipeError
 
-TELEMETRY_OFF = {
-    "DVC_NO_ANALYTICS": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "1",
-}
+TELEMETRY_FILE = Path(__file__).with_name("telemetry_off.mk")  # the one list; the Makefile includes it too
+
+
+def _telemetry_switches(path: Path) -> dict[str, str]:
+    """The variables of ``export NAME ?= value`` lines in ``path``."""
+    lines = (line.removeprefix("export ").split("?=") for line in path.read_text().splitlines()
+             if line.startswith("export "))
+    return {name.strip(): value.strip() for name, value in lines}
+
+
+TELEMETRY_OFF = _telemetry_switches(TELEMETRY_FILE)
 
 
 def telemetry_off() -> None:

@@ -205,7 +205,7 @@ def _log_models(params: TrackingParams, client: Any, run_id: str, op: dict[str, 
     import numpy as np
     import onnx
 
-    from segpipe.evaluation import TrainedModel
+    from segpipe.trained_model import TrainedModel
 
     trained = TrainedModel.load(Path(op["weights"]), _cpu())  # weights only: a pickle of anything else is refused
     example = np.load(op["example"], allow_pickle=False)

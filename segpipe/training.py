@@ -12,11 +12,11 @@ from typing import Any
 
 import pandas as pd
 import torch
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from segpipe import checkpoint
+from segpipe.catalog import weights_file
 from segpipe.config import Params
 from segpipe.data.canonical import Categories
 from segpipe.data.dataset import CachedSegmentation
@@ -24,9 +24,9 @@ from segpipe.data.split import labelled_subset
 from segpipe.distributed import Runtime, sync_buffers
 from segpipe.engine import StepSettings, eval_loader, train_loader, train_one_epoch, validate
 from segpipe.errors import SegpipeError
-from segpipe.models.encoders import encoder_of, load_encoder
+from segpipe.models.encoders import encoder_of
 from segpipe.optim import build_optimizer, build_scheduler
-from segpipe.paths import PRETRAINED
+from segpipe.paths import AUGMENT_POLICY
 from segpipe.progress import duration
 from segpipe.tasks import get_task
 from segpipe.tasks.base import Learner
@@ -47,17 +47,11 @@ class FitState:
     run_id: str | None = None
 
 
-def build_model(config: dict[str, Any], weights: str | None = None) -> nn.Module:
-    """Rebuild a model from the config stored in model.pt (configs from before tasks existed are semantic)."""
-    return get_task(config.get("task", "semantic")).build_model(config, weights)
-
-
 def initial_weights_files(weights: str | None) -> tuple[Path, ...]:
     """The files a model starts from under ``model.weights``: the pretrain stage's output, or a checkpoint path
     (none from scratch; torchvision's published weights are fixed by their name)."""
-    if weights == "pretrained":
-        return (PRETRAINED,)
-    return (Path(weights),) if weights and weights not in ("backbone", "full") else ()
+    start = weights_file(weights)
+    return (start,) if start else ()
 
 
 def epoch_samples(parts: list[CachedSegmentation], labelled: set[str], samples: int | None) -> Dataset:
@@ -85,12 +79,12 @@ class Trainer:
         splits it trains on, by name or folder (validation is always the val split); ``stage`` names it in the
         log lines."""
         self.params, self.runtime, self.stage = params, runtime, stage
-        self.policy = json.loads((cache_dir / "augment_policy.json").read_text())
+        self.policy = json.loads((cache_dir / AUGMENT_POLICY.name).read_text())
         self.categories = Categories.load(cache_dir / "categories.json")
         self.task = task = learner or get_task(params.task)
         self.config = task.model_config(params, self.categories)
         torch.manual_seed(params.base.seed)
-        model = self._model(params.model.weights).to(runtime.device)
+        model = task.build_model(self.config, params.model.weights).to(runtime.device)
         if params.train.channels_last and runtime.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         self.model = model
@@ -121,14 +115,6 @@ class Trainer:
                                      params.train.max_steps_per_epoch)
         self.eval_settings = StepSettings(build(self.policy["device_eval"], ignore), params.train.amp,
                                           params.train.channels_last, None, None)
-
-    def _model(self, weights: str | None) -> nn.Module:
-        """The model to train: from scratch, torchvision's or a checkpoint's weights, or the pretrained encoder."""
-        if weights != "pretrained":
-            return self.task.build_model(self.config, weights)
-        model = self.task.build_model(self.config)
-        load_encoder(model, PRETRAINED, self.config["name"])
-        return model
 
     def state_dict(self, state: FitState, fingerprint: str) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state()}

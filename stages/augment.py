@@ -1,4 +1,4 @@
-"""Stage 4: write the training-ready cache, the augmentation policy as data, and a preview of it."""
+"""The augment stage: write the training-ready cache, the augmentation policy as data, and a preview of it."""
 
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ from segpipe.data.canonical import CATEGORIES_FILE, Categories, read_manifest
 from segpipe.data.dataset import CachedSegmentation
 from segpipe.data.split import SPLITS
 from segpipe.fsutil import atomic_dir, write_json
-from segpipe.paths import CACHE, REPORTS, SPLIT
+from segpipe.paths import AUGMENT_POLICY, CACHE, REPORTS, SPLIT
 from segpipe.stage import stage_main
 from segpipe.transforms import build, device_spec, sample_spec
 from segpipe.viz import preview_grid
-
-POLICY_FILE = "augment_policy.json"
 
 
 def run(params: Params) -> dict:
@@ -40,7 +38,7 @@ def run(params: Params) -> dict:
         for name, frame in parts.items():
             build_split_cache(frame, tmp / name, size, label_dtype(categories.ignore_index), params.base.workers, name)
         categories.save(tmp / CATEGORIES_FILE)
-        write_json(tmp / POLICY_FILE, policy)
+        write_json(tmp / AUGMENT_POLICY.name, policy)
     torch.manual_seed(params.base.seed)
     train = CachedSegmentation(
         CACHE / "train", build(policy["sample"], categories.ignore_index, with_instances,

@@ -1,4 +1,4 @@
-"""Stage 2: validate every sample; write the clean manifest and the clean reports."""
+"""The clean stage: validate every sample; write the clean manifest and the clean reports."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stage 6: evaluate the trained model on the test split at the original resolution."""
+"""The evaluate stage: evaluate the trained model on the test split at the original resolution."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from segpipe.config import Params
 from segpipe.data.canonical import read_manifest
 from segpipe.distributed import resolve_device
 from segpipe.errors import SegpipeError
-from segpipe.evaluation import TrainedModel, metrics_json
 from segpipe.fsutil import atomic_dir, write_atomic
 from segpipe.paths import MODELS, REPORTS, SPLIT
 from segpipe.stage import stage_main
 from segpipe.tasks.base import Evaluation
+from segpipe.trained_model import TrainedModel, metrics_json
 
 METRICS, PER_CLASS, FIGURES = REPORTS / "metrics.json", REPORTS / "per_class.csv", REPORTS / "evaluation"
 PREDICTIONS = REPORTS / "test_predictions"

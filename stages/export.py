@@ -1,4 +1,4 @@
-"""Stage 7: export the model to ONNX, check it against PyTorch with onnxruntime, register it in MLflow."""
+"""The export stage: export the model to ONNX, check it against PyTorch with onnxruntime, register it in MLflow."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from segpipe.config import Params
 from segpipe.data.canonical import read_manifest
 from segpipe.data.dataset import DecodingSegmentation
 from segpipe.errors import SegpipeError
-from segpipe.evaluation import TrainedModel
 from segpipe.fsutil import write_json
 from segpipe.onnx_export import contract, refuse_non_finite
 from segpipe.outbox import state_dir
 from segpipe.paths import EXPORT, MODELS, REPORTS, SPLIT
 from segpipe.stage import stage_main
+from segpipe.trained_model import TrainedModel
 
 ONNX_FILE, CONTRACT_FILE, REPORT_FILE = EXPORT / "model.onnx", EXPORT / "model.json", REPORTS / "export.json"
 

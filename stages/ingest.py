@@ -1,4 +1,4 @@
-"""Stage 1: bring the source dataset into the canonical layout under data/raw."""
+"""The ingest stage: bring the source dataset into the canonical layout under data/raw."""
 
 from __future__ import annotations
 

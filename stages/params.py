@@ -1,4 +1,4 @@
-"""Stage 0: validate the whole ``params.yaml`` before any other stage runs.
+"""The params stage: validate the whole ``params.yaml`` before any other stage runs.
 
 DVC checks that every params key a stage lists exists before it runs the stage, so a misspelt section
 (``augmnet:``) or a key missing from an older file would otherwise surface as DVC's "Parameters 'augment' are

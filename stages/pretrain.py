@@ -1,4 +1,4 @@
-"""Stage 5 of 8 (optional): pretrain the model's encoder as a denoising / masked autoencoder on every train image
+"""The pretrain stage (optional): pretrain the model's encoder as a denoising / masked autoencoder on every train image
 (train.label_fraction leaves labels out of training, never images out of pretraining)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from segpipe.data.cache import label_dtype
 from segpipe.data.extra_images import cache_extra_images
 from segpipe.distributed import barrier, init_runtime, shutdown
 from segpipe.fsutil import atomic_dir, write_atomic, write_json
-from segpipe.paths import CACHE, MODELS, PRETRAINED, REPORTS, SPLIT
+from segpipe.paths import AUGMENT_POLICY, CACHE, MODELS, PRETRAINED, REPORTS, SPLIT
 from segpipe.pretraining import VALIDATION_SEED, PretrainLearner, corrupt, encoder_weights
 from segpipe.stage import stage_main, warn
 from segpipe.training import FitState, Trainer, fit
@@ -46,7 +46,7 @@ def pretrain_params(params: Params) -> Params:
 def _extra_cache(params: Params, folder: Path) -> None:
     """Cache the images of ``pretrain.extra_images`` at the train cache's size; the unreadable ones are rows of
     reports/pretrain/extra_rejects.csv."""
-    policy = json.loads((CACHE / "augment_policy.json").read_text())
+    policy = json.loads(AUGMENT_POLICY.read_text())
     rejects = cache_extra_images(params.pretrain.extra_images, folder / "extra", tuple(policy["size"]),
                                  label_dtype(policy["ignore_index"]), params.base.workers)
     write_atomic(REPORT_DIR / "extra_rejects.csv", lambda p: rejects.to_csv(p, index=False))
@@ -58,7 +58,7 @@ def _extra_cache(params: Params, folder: Path) -> None:
 def _fingerprint(params: Params) -> str:
     parts = (params.base.seed, params.model.model_dump(exclude={"weights"}), params.pretrain.model_dump(),
              params.augment.model_dump())
-    return checkpoint.fingerprint(*parts, files=(CACHE / "augment_policy.json", CACHE / "train/samples.parquet"))
+    return checkpoint.fingerprint(*parts, files=(AUGMENT_POLICY, CACHE / "train/samples.parquet"))
 
 
 @torch.no_grad()

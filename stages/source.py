@@ -1,4 +1,4 @@
-"""Stage: keep data/source (and data/source-extra) pointing at the source data, so that DVC hashes its files."""
+"""The source stage: keep data/source (and data/source-extra) pointing at the source data, for DVC to hash."""
 
 from __future__ import annotations
 

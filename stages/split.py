@@ -1,4 +1,4 @@
-"""Stage 3: split the clean manifest into train / val / test."""
+"""The split stage: split the clean manifest into train / val / test."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stage 5: train the model on the training cache; resumable; DDP when started under torchrun."""
+"""The train stage: train the model on the training cache; resumable; DDP when started under torchrun."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from segpipe import checkpoint, tracking
 from segpipe.config import Params
 from segpipe.distributed import init_runtime, shutdown
 from segpipe.fsutil import write_atomic, write_json
-from segpipe.paths import CACHE, MODELS, REPORTS, SPLIT
+from segpipe.paths import AUGMENT_POLICY, CACHE, MODELS, REPORTS, SPLIT
 from segpipe.stage import stage_main
 from segpipe.training import FitState, Trainer, fit, initial_weights_files, kept_epoch_summary
 from segpipe.viz import training_curves
@@ -23,7 +23,7 @@ PREVIEW = REPORTS / "augment_preview.png"  # written by augment, logged with the
 def _fingerprint(params: Params) -> str:
     parts = (params.base.seed, params.model.model_dump(), params.train.model_dump(), params.augment.model_dump(),
              params.split.stratify)
-    files = (CACHE / "augment_policy.json", CACHE / "train/samples.parquet", CACHE / "val/samples.parquet",
+    files = (AUGMENT_POLICY, CACHE / "train/samples.parquet", CACHE / "val/samples.parquet",
              *initial_weights_files(params.model.weights))  # a changed encoder never resumes an old run
     return checkpoint.fingerprint(*parts, files=files)
 

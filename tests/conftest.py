@@ -14,11 +14,9 @@ import yaml
 from PIL import Image
 
 from segpipe.config import Params, parse_params
+from segpipe.stage import telemetry_off
 
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
+telemetry_off()
 
 REPO = Path(__file__).resolve().parents[1]
 THREE_CLASSES = [
@@ -165,6 +163,15 @@ def torchrun(project: Path, stage: str, env: dict[str, str] | None = None, proce
     return done
 
 
+def semantic_model(name: str, num_classes: int, weights: str | None = None, **unet):
+    """Semantic model ``name`` built through the catalog (``unet``: options of a U-Net)."""
+    from segpipe.models import build_model
+
+    config = {"task": "semantic", "name": name, "num_classes": num_classes,
+              "unet": {"depth": 4, "base_width": 16, "residual": False, **unet}}
+    return build_model(config, weights)
+
+
 def staged_project(root: Path, params: Params, names: tuple[str, ...]) -> Path:
     """``root`` with ``params`` written to its params.yaml and the stages ``names`` run in it, in-process."""
     from segpipe.fsutil import working_directory
@@ -195,7 +202,7 @@ GIT_IDENTITY = {"GIT_AUTHOR_NAME": "segpipe tests", "GIT_AUTHOR_EMAIL": "tests@s
 def sh(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
     """Run a command with the test's Python first on PATH; fail the test with its output if it fails."""
     full_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                "DVC_NO_ANALYTICS": "1", "PYTHONPATH": "", **GIT_IDENTITY, **(env or {})}
+                "PYTHONPATH": "", **GIT_IDENTITY, **(env or {})}
     done = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True)
     assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout + done.stderr
@@ -224,3 +231,16 @@ def new_project(target: Path, params: Params, commit: bool = False) -> Path:
         sh(target, "git", "add", "-A")
         sh(target, "git", "commit", "-qm", "project")
     return target
+
+
+def segpipe_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """``segpipe`` run in this process (exit code, stdout, stderr): an unexpected exception fails the test."""
+    from segpipe.cli import main
+
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

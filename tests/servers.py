@@ -59,7 +59,7 @@ def mlflow_server(root: Path, port: int, backend: str | None = None,
     command = [bin_path("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                "--backend-store-uri", backend or f"sqlite:///{root / 'mlflow.db'}",
                "--artifacts-destination", str(root / "artifacts"), *(["--app-name", "basic-auth"] if admin else [])]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = dict(os.environ)
     if admin:
         env.update(MLFLOW_AUTH_CONFIG_PATH=str(Path(__file__).parents[1] / "segpipe/mlflow_auth.ini"),
                    MLFLOW_AUTH_ADMIN_USERNAME=admin[0], MLFLOW_AUTH_ADMIN_PASSWORD=admin[1],
@@ -77,8 +77,7 @@ def mlflow_server(root: Path, port: int, backend: str | None = None,
 def prefect_server(home: Path, port: int, **settings: str) -> Iterator[str]:
     """``prefect server start`` on 127.0.0.1:port with its own PREFECT_HOME (SQLite) and extra ``settings``."""
     home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", **settings}
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", **settings}
     with open(home / "server.log", "ab") as log:
         process = subprocess.Popen([bin_path("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                                    stdout=log, stderr=log, env=env, start_new_session=True)

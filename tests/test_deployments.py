@@ -18,8 +18,7 @@ def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-home")
     # the scheduler service looks for due schedules every 5 s instead of every 60 s; the schedules stay real
     with prefect_server(home, free_port(), PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5") as api:
-        yield {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(home), "PYTHONPATH": str(REPO),
-               "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        yield {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(home), "PYTHONPATH": str(REPO)}
 
 
 @pytest.fixture(scope="module")

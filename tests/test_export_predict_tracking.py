@@ -12,14 +12,14 @@ import pytest
 from PIL import Image
 
 from segpipe.data.imageio import load_label
-from tests.conftest import ALL_STAGES, REPO, staged_project, tiny_train_params
+from tests.conftest import ALL_STAGES, REPO, segpipe_cli, staged_project, tiny_train_params
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> Path:
-    """A tiny project that went through all seven stages in-process."""
+    """A tiny project that went through every stage in-process."""
     return staged_project(tmp_path_factory.mktemp("pipeline"), tiny_train_params(), ALL_STAGES)
 
 
@@ -142,19 +142,6 @@ def test_export_refuses_a_model_with_non_finite_weights_or_outputs(pipeline, tmp
         export_stage.run(params)
     assert json.loads((project / "export/model.json").read_text()) == json.loads(
         (pipeline / "export/model.json").read_text())
-
-
-def segpipe_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """``segpipe`` run in this process (exit code, stdout, stderr): an unexpected exception fails the test."""
-    from segpipe.cli import main
-
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def predict_error(capsys, model: Path, tmp_path: Path) -> str:

@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
+from segpipe.stage import TELEMETRY_OFF
 from tests.conftest import REPO
 
-CLEAN_ENV = {k: v for k, v in os.environ.items()
-             if not k.startswith(("PREFECT_", "DO_NOT_TRACK", "DVC_NO_ANALYTICS", "MLFLOW_DISABLE"))}
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k not in TELEMETRY_OFF}
 
 
 def test_importing_the_flows_sets_prefect_settings():

@@ -211,8 +211,8 @@ def test_ddp_val_mask_ap_equals_one_process_over_every_val_image(pipeline, tmp_p
     from segpipe.data.dataset import CachedSegmentation
     from segpipe.distributed import Runtime
     from segpipe.engine import StepSettings, eval_loader, validate
+    from segpipe.models import build_model
     from segpipe.tasks import get_task
-    from segpipe.training import build_model
     from segpipe.transforms import build
 
     project = tmp_path / "ddp"

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from segpipe.config import parse_params
 from segpipe.errors import SegpipeError
 from segpipe.losses import DiceLoss, FocalLoss, build_loss, median_frequency_weights
-from segpipe.models import create_model
 from segpipe.optim import build_optimizer, build_scheduler
+from tests.conftest import semantic_model
 
 IGNORE = 255
 
@@ -56,7 +56,7 @@ def test_median_frequency_weights_and_explicit_weights():
 
 def lrs(schedule: dict, optimizer: str = "sgd", steps: int = 20) -> list[float]:
     params = parse_params({"train": {"optimizer": {"name": optimizer, "lr": 0.1}, "schedule": schedule}}).train
-    model = create_model("unet", 2, depth=1, base_width=4)
+    model = semantic_model("unet", 2, depth=1, base_width=4)
     opt = build_optimizer(model, params.optimizer)
     sched = build_scheduler(opt, params.schedule, total_steps=steps, steps_per_epoch=5)
     out = []

@@ -156,7 +156,7 @@ def test_panoptic_fpn_onnx_keeps_detections_and_any_image_size(tmp_path):
     from segpipe.onnx_export import INPUT, export_onnx
     from segpipe.tasks.panoptic_models import FAMILIES, postprocess_settings
 
-    family = FAMILIES["panoptic_fpn_resnet18"]
+    family = FAMILIES["panoptic_fpn"]
     config = tiny_panoptic_params("panoptic_fpn_resnet18").model.model_dump(mode="json")
     config.update(num_classes=4, class_ids=[2, 3])
     config["mask_rcnn"].update(max_size=96, score_threshold=0.0)

@@ -46,8 +46,7 @@ FLOW = "from prefect import flow\n@flow\ndef hello():\n    return 42\nprint('res
 def test_prefect_server_refuses_a_client_without_the_auth_string(tmp_path):
     port = free_port()
     with prefect_server(tmp_path / "prefect", port, PREFECT_SERVER_API_AUTH_STRING="admin:team-secret") as api:
-        env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path / "client"),
-               "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path / "client")}
         env.pop("PREFECT_API_AUTH_STRING", None)
         refused = subprocess.run([sys.executable, "-c", FLOW], env=env, capture_output=True, text=True, timeout=300)
         assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr

@@ -100,7 +100,7 @@ def test_ddp_two_cpu_processes_reduce_metrics(prepared, tmp_path):
     assert len(history) == 2
 
     # the reduced val mIoU of the best epoch equals a single-process validation over every val image
-    from segpipe.training import build_model
+    from segpipe.models import build_model
 
     model = build_model(saved["config"])
     model.load_state_dict(saved["model"])

@@ -1,4 +1,5 @@
-"""The canonical dataset that ingest writes and every later stage reads (see DESIGN.md)."""
+"""The canonical dataset that ingest writes and every later stage reads: images, label maps, the manifest and the
+class list."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bring a source dataset into the canonical layout (see DESIGN.md), in parallel, atomically."""
+"""Bring a source dataset into the canonical layout (:mod:`segpipe.data.canonical`), in parallel, atomically."""
 
 from __future__ import annotations
 

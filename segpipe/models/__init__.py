@@ -1,5 +1,5 @@
-"""Segmentation models behind one factory: ``create_model(name, num_classes, ...)`` returns NCHW logits."""
+"""Segmentation models behind one factory, :func:`build_model` (which models exist: :mod:`segpipe.catalog`)."""
 
-from segpipe.models.registry import MODEL_NAMES, create_model, load_weights
+from segpipe.models.build import build_model, load_weights
 
-__all__ = ["MODEL_NAMES", "create_model", "load_weights"]
+__all__ = ["build_model", "load_weights"]

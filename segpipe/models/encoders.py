@@ -24,7 +24,7 @@ from segpipe.checkpoint import load_into
 from segpipe.errors import SegpipeError
 from segpipe.models.mask_rcnn import InstanceSegmenter
 from segpipe.models.panoptic import PanopticDeepLab
-from segpipe.models.registry import TorchvisionSegmenter
+from segpipe.models.torchvision_semantic import TorchvisionSegmenter
 from segpipe.models.unet import UNet
 
 PROBE_SIZE = 64  # side of the blank image that measures an encoder's output channels and stride

@@ -64,9 +64,6 @@ def build_mask_rcnn(name: str, num_classes: int, options: dict[str, Any], weight
     """Mask R-CNN ``name`` for ``num_classes`` (background included); ``weights`` None, 'full' or 'backbone'."""
     detector = _detector_options(options)
     if name == "maskrcnn_resnet18_fpn":
-        if weights in ("full", "backbone"):
-            raise SegpipeError("model.weights: torchvision publishes no weights for maskrcnn_resnet18_fpn; use null "
-                               "or a checkpoint path")
         return _light_mask_rcnn(num_classes, options["fpn_channels"], detector)
     if name not in ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"):
         raise SegpipeError(f"model.name '{name}' is not a Mask R-CNN")
@@ -87,6 +84,12 @@ def build_mask_rcnn(name: str, num_classes: int, options: dict[str, Any], weight
                         box_head=FastRCNNConvFCHead((256, 7, 7), [256] * 4, [1024], norm_layer=nn.BatchNorm2d),
                         mask_head=MaskRCNNHeads(256, [256] * 4, 1, norm_layer=nn.BatchNorm2d), **detector)
     return MaskRCNN(backbone, num_classes, **detector)
+
+
+def build_instance_model(config: dict[str, Any], published: str | None = None) -> InstanceSegmenter:
+    """The instance model of a model config: Mask R-CNN ``config["name"]`` over its object classes."""
+    detector = build_mask_rcnn(config["name"], len(config["class_ids"]) + 1, config["mask_rcnn"], published)
+    return InstanceSegmenter(detector, config["class_ids"])
 
 
 def _light_mask_rcnn(num_classes: int, channels: int, detector: dict[str, Any]) -> MaskRCNN:

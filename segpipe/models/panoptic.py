@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segpipe.models.mask_rcnn import InstanceSegmenter, group_norm
+from segpipe.models.mask_rcnn import InstanceSegmenter, build_mask_rcnn, group_norm
 from segpipe.models.unet import UNet
 
 
@@ -104,3 +104,16 @@ class ExportablePanopticFPN(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         found = self.model([images[0]])[0]
         return (*(found[name] for name in self.OUTPUTS[:-1]), found["semantic"].unsqueeze(0))
+
+
+def build_panoptic_deeplab(config: dict[str, Any], published: str | None = None) -> PanopticDeepLab:
+    """Panoptic-DeepLab of a model config: its U-Net trunk (``config["unet"]``) and heads."""
+    unet = config["unet"]
+    return PanopticDeepLab(config["num_classes"], config["panoptic"]["head_channels"], unet["depth"],
+                           unet["base_width"], unet["residual"])
+
+
+def build_panoptic_fpn(config: dict[str, Any], published: str | None = None) -> PanopticFPN:
+    """Panoptic FPN of a model config: the CPU Mask R-CNN over the object classes plus the semantic head."""
+    detector = build_mask_rcnn("maskrcnn_resnet18_fpn", len(config["class_ids"]) + 1, config["mask_rcnn"])
+    return PanopticFPN(detector, config["class_ids"], config["num_classes"], config["panoptic"]["head_channels"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -71,3 +73,9 @@ class UNet(nn.Module):
         for level in reversed(range(len(self.up))):
             out = self.merge[level](torch.cat([self.up[level](out), skips.pop()], dim=1))
         return out
+
+
+def build_unet(config: dict[str, Any], published: str | None = None) -> UNet:
+    """The U-Net of a model config: ``config["unet"]`` (depth, base_width, residual) for ``config["num_classes"]``
+    (no published weights exist)."""
+    return UNet(config["num_classes"], **config["unet"])

@@ -26,9 +26,10 @@ from torch import nn
 
 from segpipe.config import Params
 from segpipe.data.canonical import Categories
+from segpipe.models import build_model
 
 if TYPE_CHECKING:
-    from segpipe.evaluation import TrainedModel
+    from segpipe.trained_model import TrainedModel
 
 
 class Evaluator(ABC):
@@ -92,9 +93,9 @@ class Learner(ABC):
     def model_config(self, params: Params, categories: Categories) -> dict[str, Any]:
         """What it takes to rebuild the model (stored in model.pt); holds ``task``."""
 
-    @abstractmethod
     def build_model(self, config: dict[str, Any], weights: str | None = None) -> nn.Module:
-        """The model described by ``config``; ``weights`` as in ``model.weights``."""
+        """The model described by ``config``; ``weights`` as in ``model.weights`` (the catalog's builder)."""
+        return build_model(config, weights)
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         """Samples to a batch (images stacked)."""

@@ -19,15 +19,14 @@ from segpipe.data.canonical import Categories
 from segpipe.data.dataset import DecodingSegmentation, data_loader
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import write_json
-from segpipe.models import load_weights
-from segpipe.models.mask_rcnn import ExportableInstance, InstanceSegmenter, build_mask_rcnn
+from segpipe.models.mask_rcnn import ExportableInstance
 from segpipe.onnx_export import INPUT, export_onnx, latency
 from segpipe.progress import track
 from segpipe.tasks.base import Criterion, Evaluation, Evaluator, ExportCheck, Rendered, Task
 from segpipe.viz import instance_grid, instance_overlay, precision_recall_plot
 
 if TYPE_CHECKING:
-    from segpipe.evaluation import TrainedModel
+    from segpipe.trained_model import TrainedModel
 
 TARGET_KEYS = ("boxes", "labels", "masks", "iscrowd")
 MAX_AP_GAP = 0.005  # the ONNX model's mask AP may differ from PyTorch's by at most half a point
@@ -167,14 +166,6 @@ class InstanceTask(Task):
         return {"task": self.name, "name": params.model.name, "num_classes": categories.num_classes,
                 "class_ids": [c.id for c in categories.items if c.isthing],
                 "mask_rcnn": params.model.mask_rcnn.model_dump(mode="json")}
-
-    def build_model(self, config: dict[str, Any], weights: str | None = None) -> nn.Module:
-        pretrained = weights if weights in ("full", "backbone") else None
-        detector = build_mask_rcnn(config["name"], len(config["class_ids"]) + 1, config["mask_rcnn"], pretrained)
-        model = InstanceSegmenter(detector, config["class_ids"])
-        if weights and not pretrained:
-            load_weights(model, weights)
-        return model
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         return collate_instances(samples)

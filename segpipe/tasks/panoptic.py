@@ -23,10 +23,8 @@ from segpipe.config import Params
 from segpipe.data.canonical import Categories
 from segpipe.data.dataset import DecodingSegmentation, data_loader
 from segpipe.distributed import reduce_sum
-from segpipe.errors import SegpipeError
 from segpipe.fsutil import write_json
 from segpipe.metrics import ConfusionMatrix
-from segpipe.models import load_weights
 from segpipe.onnx_export import INPUT, export_onnx, latency
 from segpipe.panoptic_postprocess import PanopticMap
 from segpipe.panoptic_quality import PanopticCategory, PQResult, PQStat, Segment, image_stat, pq_result
@@ -35,16 +33,16 @@ from segpipe.tasks.base import Criterion, Evaluation, Evaluator, ExportCheck, Re
 from segpipe.tasks.instance import collate_instances, require_things
 from segpipe.tasks.panoptic_models import (
     BY_POSTPROCESS,
-    FAMILIES,
     DeepLabFamily,
     RawOutputs,
+    family_for,
     family_of,
     postprocess_settings,
 )
 from segpipe.viz import panoptic_grid, panoptic_overlay
 
 if TYPE_CHECKING:
-    from segpipe.evaluation import TrainedModel
+    from segpipe.trained_model import TrainedModel
 
 MAX_PQ_GAP = 0.001  # the ONNX model's PQ on the parity images may differ from PyTorch's by at most this
 
@@ -87,7 +85,7 @@ class PanopticEvaluator(Evaluator):
     """PQ / SQ / RQ (official rules) and the semantic mIoU of the panoptic maps (VOID counts as a miss)."""
 
     def __init__(self, categories: Categories, config: dict[str, Any]) -> None:
-        self.categories, self.family = categories, FAMILIES[config["name"]]
+        self.categories, self.family = categories, family_for(config["name"])
         self.settings = postprocess_settings(config)
         self.is_thing = torch.tensor([c.isthing for c in categories.items])
         self.stat = PQStat(categories.ids)
@@ -147,21 +145,12 @@ class PanopticTask(Task):
                 "unet": params.model.unet.model_dump(), "mask_rcnn": params.model.mask_rcnn.model_dump(mode="json"),
                 "panoptic": params.model.panoptic.model_dump()}
 
-    def build_model(self, config: dict[str, Any], weights: str | None = None) -> nn.Module:
-        if weights in ("full", "backbone"):
-            raise SegpipeError(f"model.weights: no published weights for {config['name']}; use null or a "
-                               f"checkpoint path")
-        model = FAMILIES[config["name"]].build(config)
-        if weights:
-            load_weights(model, weights)
-        return model
-
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         return collate_instances(samples)
 
     def criterion(self, params: Params, categories: Categories, train: pd.DataFrame) -> Criterion:
         require_things(self.name, categories)
-        family = FAMILIES[params.model.name]
+        family = family_for(params.model.name)
         return family.criterion(params.model.panoptic.model_dump(), categories.ignore_index)
 
     def validation_evaluator(self, categories: Categories, criterion: Criterion, config: dict[str, Any]) -> Evaluator:
@@ -203,7 +192,7 @@ class PanopticTask(Task):
         """Export the model's raw outputs; run the shared post-processing on PyTorch's and onnxruntime's outputs
         for the test images and a blank one, and compare the panoptic maps pixel by pixel and their PQ."""
         config = trained.saved["config"]
-        family = FAMILIES[config["name"]]
+        family = family_for(config["name"])
         checked = [*inputs, torch.zeros_like(inputs[0])]
         torch_runs = [self.onnx_outputs(trained.model, x) for x in checked]
         example = family.trace_input(inputs, torch_runs)
@@ -238,13 +227,13 @@ class PanopticTask(Task):
         return ExportCheck(report, failure, summary)
 
     def onnx_names(self, config: dict[str, Any]) -> tuple[str, ...]:
-        return FAMILIES[config["name"]].output_names
+        return family_for(config["name"]).output_names
 
     def onnx_module(self, model: nn.Module) -> nn.Module:
         return family_of(model).onnx_module(model)
 
     def output_contract(self, config: dict[str, Any]) -> dict[str, Any]:
-        family = FAMILIES[config["name"]]
+        family = family_for(config["name"])
         meaning = {"semantic": "float32 [1, C, H, W]: class logits", "center": "float32 [1, 1, H, W]: centre heatmap",
                    "offset": "float32 [1, 2, H, W]: (dy, dx) from each pixel to its instance centre",
                    "boxes": "float32 [N, 4]: x1, y1, x2, y2", "labels": "int64 [N]: class ids",

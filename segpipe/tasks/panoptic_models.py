@@ -1,5 +1,6 @@
-"""The two panoptic models as the panoptic task sees them (a :class:`Family` each): how to build one, its loss,
-its raw outputs (the ONNX model's, per image) and which post-processing turns them into a panoptic map."""
+"""The two panoptic model families as the panoptic task sees them (a :class:`Family` each; the catalog names each
+model's family and builder): its loss, its raw outputs (the ONNX model's, per image) and which post-processing
+turns them into a panoptic map."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segpipe.models.mask_rcnn import build_mask_rcnn
+from segpipe.catalog import model_entry
 from segpipe.models.panoptic import ExportablePanopticFPN, PanopticDeepLab, PanopticFPN
 from segpipe.onnx_export import INPUT, SPATIAL_AXES
 from segpipe.panoptic_postprocess import PanopticMap, deeplab_panoptic, fpn_panoptic
@@ -88,13 +89,10 @@ class FPNCriterion(Criterion):
 
 
 class Family:
-    """What differs between the panoptic models: building, loss, outputs and post-processing."""
+    """What differs between the panoptic model families: loss, outputs and post-processing."""
 
     postprocess_name: str
     output_names: tuple[str, ...]
-
-    def build(self, config: dict[str, Any]) -> nn.Module:
-        raise NotImplementedError
 
     def criterion(self, settings: dict[str, Any], ignore_index: int) -> Criterion:
         raise NotImplementedError
@@ -120,11 +118,6 @@ class DeepLabFamily(Family):
     postprocess_name = "panoptic_deeplab"
     output_names = PanopticDeepLab.OUTPUTS
 
-    def build(self, config: dict[str, Any]) -> nn.Module:
-        unet = config["unet"]
-        return PanopticDeepLab(config["num_classes"], config["panoptic"]["head_channels"], unet["depth"],
-                               unet["base_width"], unet["residual"])
-
     def criterion(self, settings: dict[str, Any], ignore_index: int) -> Criterion:
         return DeepLabCriterion(settings, ignore_index)
 
@@ -143,10 +136,6 @@ class DeepLabFamily(Family):
 class FPNFamily(Family):
     postprocess_name = "panoptic_fpn"
     output_names = ExportablePanopticFPN.OUTPUTS
-
-    def build(self, config: dict[str, Any]) -> nn.Module:
-        detector = build_mask_rcnn("maskrcnn_resnet18_fpn", len(config["class_ids"]) + 1, config["mask_rcnn"])
-        return PanopticFPN(detector, config["class_ids"], config["num_classes"], config["panoptic"]["head_channels"])
 
     def criterion(self, settings: dict[str, Any], ignore_index: int) -> Criterion:
         return FPNCriterion(settings, ignore_index)
@@ -171,8 +160,13 @@ class FPNFamily(Family):
         return fpn_panoptic(boxes, labels, scores, masks, semantic[0], is_thing, settings)
 
 
-FAMILIES: dict[str, Family] = {"panoptic_deeplab_unet": DeepLabFamily(), "panoptic_fpn_resnet18": FPNFamily()}
+FAMILIES: dict[str, Family] = {"panoptic_deeplab": DeepLabFamily(), "panoptic_fpn": FPNFamily()}  # catalog family
 BY_POSTPROCESS = {family.postprocess_name: family for family in FAMILIES.values()}
+
+
+def family_for(model_name: str) -> Family:
+    """The family of panoptic model ``model_name`` (as the catalog has it)."""
+    return FAMILIES[model_entry(model_name).family]
 
 
 def postprocess_settings(config: dict[str, Any]) -> dict[str, Any]:
@@ -183,4 +177,4 @@ def postprocess_settings(config: dict[str, Any]) -> dict[str, Any]:
 
 def family_of(model: nn.Module) -> Family:
     """The family of a built model."""
-    return FAMILIES["panoptic_fpn_resnet18" if isinstance(model, PanopticFPN) else "panoptic_deeplab_unet"]
+    return FAMILIES["panoptic_fpn" if isinstance(model, PanopticFPN) else "panoptic_deeplab"]

@@ -19,14 +19,13 @@ from segpipe.distributed import reduce_sum
 from segpipe.inference import infer
 from segpipe.losses import build_loss, median_frequency_weights
 from segpipe.metrics import BoundaryF1, ConfusionMatrix
-from segpipe.models import create_model
 from segpipe.onnx_export import INPUT, SPATIAL_AXES, export_onnx, latency, parity
 from segpipe.progress import track
 from segpipe.tasks.base import Criterion, Evaluation, Evaluator, ExportCheck, Rendered, Task
 from segpipe.viz import confusion_matrix_plot, overlay, prediction_grid
 
 if TYPE_CHECKING:
-    from segpipe.evaluation import TrainedModel
+    from segpipe.trained_model import TrainedModel
 
 OUTPUT = "logits"
 
@@ -77,10 +76,6 @@ class SemanticTask(Task):
     def model_config(self, params: Params, categories: Categories) -> dict[str, Any]:
         return {"task": self.name, "name": params.model.name, "num_classes": categories.num_classes,
                 "unet": params.model.unet.model_dump()}
-
-    def build_model(self, config: dict[str, Any], weights: str | None = None) -> nn.Module:
-        unet = config["unet"] if config["name"] == "unet" else {}
-        return create_model(config["name"], config["num_classes"], weights, **unet)
 
     def criterion(self, params: Params, categories: Categories, train: pd.DataFrame) -> Criterion:
         weights = None

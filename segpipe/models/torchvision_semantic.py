@@ -1,18 +1,16 @@
-"""The model registry: names to builders, optional pretrained or checkpoint weights."""
+"""torchvision's semantic models (FCN, DeepLabV3, LRASPP) returning NCHW logits, from scratch or from their
+published weights (the catalog, :mod:`segpipe.catalog`, lists them)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights
 from torchvision.models import segmentation as tvseg
 
-from segpipe.checkpoint import load_into
-from segpipe.errors import SegpipeError
 from segpipe.models.download import download_guard
-from segpipe.models.unet import UNet
 
 
 class TorchvisionSegmenter(nn.Module):
@@ -34,7 +32,6 @@ _TORCHVISION = {
     "lraspp_mobilenet_v3_large": (
         tvseg.lraspp_mobilenet_v3_large, tvseg.LRASPP_MobileNet_V3_Large_Weights, MobileNet_V3_Large_Weights),
 }
-MODEL_NAMES = ("unet", *_TORCHVISION)
 
 
 def _replace_heads(model: nn.Module, num_classes: int) -> None:
@@ -73,33 +70,7 @@ def _torchvision(name: str, num_classes: int, weights: str | None) -> nn.Module:
     return TorchvisionSegmenter(model)
 
 
-def create_model(name: str, num_classes: int, weights: str | None = None, **unet_options) -> nn.Module:
-    """Build model ``name`` for ``num_classes``; ``weights`` is None, 'backbone', 'full' or a checkpoint path."""
-    if name not in MODEL_NAMES:
-        raise SegpipeError(f"model.name '{name}' is unknown; choose one of {', '.join(MODEL_NAMES)}")
-    pretrained = weights if weights in ("backbone", "full") else None
-    if name == "unet":
-        if pretrained:
-            raise SegpipeError("model.weights: 'backbone'/'full' exist only for torchvision models, not unet")
-        model = UNet(num_classes, **unet_options)
-    else:
-        model = _torchvision(name, num_classes, pretrained)
-    if weights and not pretrained:
-        load_weights(model, weights)
-    return model
-
-
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a segpipe checkpoint or a plain state dict (``weights_only``) into ``model``; every tensor must fit."""
-    path = Path(path)
-    if not path.is_file():
-        raise SegpipeError(f"model.weights: {path} is not a file; give a checkpoint path, 'backbone', 'full' or null")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is the same user error
-        raise SegpipeError(f"{path}: cannot be read as a weights-only checkpoint ({exc})") from None
-    state = state.get("model", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise SegpipeError(f"model.weights: {path} holds no model weights (a segpipe model.pt or a state dict)")
-    load_into(model, state, f"model.weights {path}", "check model.name, model.unet and the classes it was "
-                                                    "trained on")
+def build_torchvision(config: dict[str, Any], published: str | None = None) -> nn.Module:
+    """torchvision's ``config["name"]`` for ``config["num_classes"]``, from scratch or from its ``published``
+    weights ('backbone', 'full')."""
+    return _torchvision(config["name"], config["num_classes"], published)
