@@ -20,6 +20,7 @@ import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from segpipe import tracking
 from segpipe.overrides import dvc_set_args, write_overrides
 from segpipe.stage import telemetry_off
 
@@ -101,13 +102,8 @@ def run_stage(stage: str, project: str, timeout: float = 86400) -> str:
 def read_results(project: Path) -> dict[str, Any]:
     """Final metrics, the MLflow run id and tracking URI written by the stages."""
     metrics = json.loads((project / "reports/metrics.json").read_text())["test"]
-    run_file = project / "models/mlflow_run.json"
-    run = json.loads(run_file.read_text()) if run_file.is_file() else {}
-    ids_file = project / ".segpipe/mlflow_run_ids.json"
-    ids = json.loads(ids_file.read_text()) if ids_file.is_file() else {}
     export = json.loads((project / "reports/export.json").read_text())
-    return {"metrics": metrics, "export": export, "mlflow_run_id": ids.get(run.get("run_id", "")),
-            "tracking_uri": run.get("tracking_uri", "")}
+    return {"metrics": metrics, "export": export, **tracking.recorded_run(project)}
 
 
 def run_link(tracking_uri: str, run_id: str | None) -> str:

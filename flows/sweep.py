@@ -27,9 +27,9 @@ from segpipe import tracking
 from segpipe.config import Params, RangeSpec, SweepParams, load_params, parse_params
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import working_directory, write_json
-from segpipe.outbox import STATE_ENV
 from segpipe.overrides import ParamsGuard, apply_overrides, dvc_set_args
 from segpipe.tasks import get_task
+from segpipe.tracking.outbox import STATE_ENV
 
 SEED_KEY = "base.seed"  # trials that differ only in it are one arm of an experiment
 
@@ -177,23 +177,6 @@ def summary_markdown(table: list[dict[str, Any]], sweep: SweepParams, best_comma
     return text
 
 
-def _log_child_if_missing(params: Params, parent: str, result: dict[str, Any]) -> None:
-    """A trial whose stages DVC restored from its cache trained nothing: give it a child run all the same."""
-    _, client = tracking.mlflow_client(params.tracking)
-    experiment = client.get_experiment_by_name(params.tracking.experiment)
-    found = client.search_runs([experiment.experiment_id], f"tags.`segpipe.trial` = '{result['name']}'")
-    if found:
-        return
-    run = client.create_run(experiment.experiment_id, run_name=result["name"],
-                            tags={"mlflow.parentRunId": parent, "segpipe.trial": result["name"],
-                                  "segpipe.restored_from_dvc_cache": "true"})
-    for key, value in result["overrides"].items():
-        client.log_param(run.info.run_id, key, str(value))
-    for key, value in result["metrics"].items():
-        client.log_metric(run.info.run_id, key, value)
-    client.set_terminated(run.info.run_id)
-
-
 @flow(name="segmentation-sweep", log_prints=True)
 def segmentation_sweep(project: str = ".", method: str | None = None, space: dict[str, Any] | None = None,
                        trials: int | None = None, concurrency: int | None = None,
@@ -279,20 +262,21 @@ def check_overrides(params_text: str, overrides: dict[str, Any]) -> None:
 
 def _finish_parent(params: Params, root: Path, parent: str, table: list[dict[str, Any]], markdown: str,
                    sweep: SweepParams) -> None:
+    """Close the sweep's parent run: a child run for every trial DVC restored from its cache, the summary, the
+    chosen trial's metrics (its test metric reported, never chosen on) and the method."""
     if not parent:
         return
-    _, client = tracking.mlflow_client(params.tracking)
     for row in table:
-        _log_child_if_missing(params, parent, row)
+        tracking.log_restored_trial(params, parent, row["name"], row["overrides"], row["metrics"])
     summary = root / ".segpipe" / "sweep_summary.md"
     summary.parent.mkdir(exist_ok=True)
     summary.write_text(markdown)
-    client.log_artifact(parent, str(summary))
-    for key in {sweep.objective, reported_test_metric(sweep.objective)}:  # the chosen trial's, test reported
-        if table[0]["metrics"].get(key) is not None:
-            client.log_metric(parent, f"best_{key}", table[0]["metrics"][key])
-    client.log_param(parent, "sweep.method", sweep.method)
-    client.set_terminated(parent)
+    tracking.log_artifacts(params, parent, [summary])
+    best = {f"best_{key}": table[0]["metrics"][key] for key in {sweep.objective, reported_test_metric(sweep.objective)}
+            if table[0]["metrics"].get(key) is not None}
+    tracking.log_metrics(params, parent, best)
+    tracking.log_params(params, parent, {"sweep.method": sweep.method})
+    tracking.finish(params, parent)
 
 
 if __name__ == "__main__":

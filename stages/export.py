@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import onnxruntime as ort
 import torch
 
@@ -13,7 +12,6 @@ from segpipe.data.dataset import DecodingSegmentation
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import write_json
 from segpipe.onnx_export import contract, refuse_non_finite
-from segpipe.outbox import state_dir
 from segpipe.paths import EXPORT, MODELS, REPORTS, SPLIT
 from segpipe.stage import stage_main
 from segpipe.trained_model import TrainedModel
@@ -29,19 +27,12 @@ def _log_to_mlflow(params: Params, trained: TrainedModel, example: torch.Tensor,
         return
     tracking.log_metrics(params, run_id, {f"export_{k}": v for k, v in report.items() if isinstance(v, float)})
     tracking.log_artifacts(params, run_id, [CONTRACT_FILE, REPORT_FILE], "export")
-    # the models go through the tracking outbox as files (copied there if the server cannot be reached), and
-    # the PyTorch one as a weights-only file: delivering it never unpickles anything
-    staging = state_dir() / "export" / run_id  # one folder per run: a sweep's trials share the state folder
-    staging.mkdir(parents=True, exist_ok=True)
     outputs = trained.task.onnx_outputs(trained.model, example)
-    np.savez(staging / "example.npz", input=example.numpy(),
-             **{name: output.numpy() for name, output in zip(trained.task.onnx_names(trained.saved["config"]), outputs,
-                                                           strict=True)})
-    files = {"onnx": str(ONNX_FILE.resolve()), "weights": str((MODELS / "model.pt").resolve()),
-             "example": str((staging / "example.npz").resolve())}
+    names = trained.task.onnx_names(trained.saved["config"])
+    arrays = {"input": example.numpy(), **{name: out.numpy() for name, out in zip(names, outputs, strict=True)}}
     requirements = {"onnx_requirements": [f"onnxruntime=={ort.__version__}", f"onnx=={onnx.__version__}"],
                     "torch_requirements": [f"torch=={torch.__version__.split('+')[0]}"]}
-    tracking.log_models(params, run_id, files, requirements)
+    tracking.log_models(params, run_id, ONNX_FILE, MODELS / "model.pt", arrays, requirements)
     tracking.finish(params, run_id)
 
 

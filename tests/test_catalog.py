@@ -1,5 +1,5 @@
 """The model catalog is the one place a model is added, and the package layers stay in order: params never load
-modelling code, and no module closes an import circle."""
+modelling code, only segpipe.tracking talks to MLflow, and no module closes an import circle."""
 
 import json
 import subprocess
@@ -12,7 +12,7 @@ from torch import nn
 from segpipe import catalog
 from segpipe.config import parse_params
 from segpipe.errors import SegpipeError
-from segpipe.import_graph import import_circles, import_graph
+from segpipe.import_graph import PACKAGES, import_circles, import_graph, imported_names, module_name
 from tests.conftest import ALL_STAGES, REPO, segpipe_cli, staged_project, tiny_train_params
 
 
@@ -25,6 +25,16 @@ def test_reading_params_loads_neither_torch_nor_the_tasks():
 
 def test_the_project_has_no_import_circle():
     assert import_circles(import_graph(REPO)) == []
+
+
+def test_only_the_tracking_package_imports_mlflow():
+    importers = set()
+    for path in (p for package in PACKAGES for p in (REPO / package).rglob("*.py")):
+        name = module_name(path, REPO)
+        if not name.startswith("segpipe.tracking") and any(
+                imported.split(".")[0] == "mlflow" for imported in imported_names(path, name)):
+            importers.add(name)
+    assert importers == set()
 
 
 def test_a_circle_closed_inside_a_function_is_found_and_one_under_type_checking_is_not(tmp_path):

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from segpipe import tracking
-from segpipe.outbox import Outbox
+from segpipe.tracking.calls import execute
+from segpipe.tracking.outbox import Outbox
+from segpipe.tracking.replay import submit
 from tests.conftest import ALL_STAGES, REPO, run_stages, tiny_train_params, write_params
 from tests.servers import free_port
 
@@ -57,7 +59,7 @@ def test_a_replay_killed_after_every_call_then_run_again_logs_everything_once(qu
     assert [op["op"] for op in ops][:2] == ["create_run", "metrics"] and "models" in [op["op"] for op in ops]
     assert "cut off while it was written" in outbox.rejected.read_text()
     for op in ops:  # a sync-tracking killed after each call it made, before it could strike it off the outbox
-        tracking._execute(params.tracking, op)
+        execute(params.tracking, op)
     client = mlflow.MlflowClient(store)
     client.delete_model_version("segpipe-semantic", "1")  # as if killed after logging the model, before registering
     assert tracking.flush(params.tracking) == len(ops) and not outbox.path.exists()
@@ -113,8 +115,8 @@ def test_replay_never_unpickles_a_file_named_in_the_outbox(tmp_path, monkeypatch
     evil = tmp_path / "model.pt"
     evil.write_bytes(pickle.dumps({"model": Payload()}))
     params = tiny_train_params()
-    tracking._submit(params, {"op": "create_run", "local_id": "local-1", "experiment": "segpipe", "run_name": None,
-                              "tags": {}, "time": 1, "params": {}})
+    submit(params, {"op": "create_run", "local_id": "local-1", "experiment": "segpipe", "run_name": None,
+                    "tags": {}, "time": 1, "params": {}})
     Outbox().folder.mkdir(exist_ok=True)
     with Outbox().locked():
         Outbox().append({"op": "models", "run_id": "local-1", "onnx": str(evil), "weights": str(evil),
@@ -151,9 +153,32 @@ def test_a_run_in_a_temporary_folder_queues_where_it_outlives_the_folder(tmp_pat
         "curve.csv"]
 
 
+def test_a_restored_sweep_trial_gets_one_child_run_however_often_the_sweep_closes(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    params = tiny_train_params()
+    parent = tracking.server_run_id(tracking.start_run(params, "sweep", run_name="sweep"))
+    monkeypatch.setenv("SEGPIPE_PARENT_RUN_ID", parent)
+    monkeypatch.setenv("SEGPIPE_TRIAL", "sweep-1")
+    tracking.start_run(params, "cpu")  # trial 1 trained, so it has a child run of its own
+    for _ in range(2):  # the sweep closed twice (a retried flow): still one child per trial
+        for trial in ("sweep-1", "sweep-2"):
+            tracking.log_restored_trial(params, parent, trial, {"train.optimizer.lr": 0.01}, {"val_miou": 0.25})
+    client = mlflow.MlflowClient(store)
+    children = client.search_runs([client.get_run(parent).info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{parent}'")
+    assert sorted(run.data.tags["segpipe.trial"] for run in children) == ["sweep-1", "sweep-2"]
+    restored = next(run for run in children if run.data.tags["segpipe.trial"] == "sweep-2")
+    assert restored.data.tags["segpipe.restored_from_dvc_cache"] == "true" and restored.info.status == "FINISHED"
+    assert restored.data.params == {"train.optimizer.lr": "0.01"} and restored.data.metrics == {"val_miou": 0.25}
+
+
 QUEUE_MANY = """
 import sys
-from segpipe.outbox import Outbox
+from segpipe.tracking.outbox import Outbox
 outbox = Outbox()
 for i in range(300):
     with outbox.locked():

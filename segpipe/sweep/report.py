@@ -1,0 +1,72 @@
+"""The sweep's report: trials ranked by the validation objective with the test metric each reached (reported,
+never ranked on), seeds pooled into arms, and the markdown summary."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from typing import Any
+
+from segpipe.config import SweepParams
+
+SEED_KEY = "base.seed"  # trials that differ only in it are one arm of an experiment
+
+
+
+def summary_table(results: list[dict[str, Any]], sweep: SweepParams) -> list[dict[str, Any]]:
+    """Trials sorted best first by the objective."""
+    reverse = sweep.direction == "maximize"
+    missing = float("-inf") if reverse else float("inf")
+    return sorted(results, key=lambda r: r["metrics"].get(sweep.objective, missing), reverse=reverse)
+
+
+def arm_table(results: list[dict[str, Any]], sweep: SweepParams) -> list[dict[str, Any]]:
+    """With ``base.seed`` in the space, the trials that differ only in it pooled into arms, in the order the trials
+    ran: the objective's values, mean and sample standard deviation (0 for one seed), and the mean pretraining
+    seconds if any. No arms otherwise."""
+    if SEED_KEY not in sweep.space:
+        return []
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in results:
+        arm = {k: v for k, v in row["overrides"].items() if k != SEED_KEY}
+        groups.setdefault(json.dumps(arm, sort_keys=True), []).append(row)
+    table = []
+    for rows in groups.values():
+        values = [row["metrics"].get(sweep.objective, float("nan")) for row in rows]
+        seconds = [row["metrics"]["pretrain_seconds"] for row in rows if "pretrain_seconds" in row["metrics"]]
+        table.append({"arm": {k: v for k, v in rows[0]["overrides"].items() if k != SEED_KEY},
+                      "seeds": [row["overrides"][SEED_KEY] for row in rows], "values": values,
+                      "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                      "pretrain_seconds": statistics.fmean(seconds) if seconds else None})
+    return table
+
+
+def reported_test_metric(objective: str) -> str:
+    """The test metric reported beside a validation objective (``val_miou`` -> ``test_miou``)."""
+    return "test_" + objective.removeprefix("val_").removeprefix("test_")
+
+
+def summary_markdown(table: list[dict[str, Any]], sweep: SweepParams, best_command: str,
+                     arms: list[dict[str, Any]]) -> str:
+    """The trials ranked by the objective, with the test metric each one reached (reported, never used to rank),
+    then (when base.seed is swept) each arm's mean and std over seeds."""
+    keys, test = list(sweep.space), reported_test_metric(sweep.objective)
+    shown = [sweep.objective] if test == sweep.objective else [sweep.objective, test]
+    head = "| rank | trial | " + " | ".join(keys + shown) + " | seconds |"
+    lines = [head, "|" + "---|" * (len(keys) + len(shown) + 3)]
+    for rank, row in enumerate(table, 1):
+        values = " | ".join(str(row["overrides"][k]) for k in keys)
+        scores = " | ".join(f"{row['metrics'].get(key, float('nan')):.4f}" for key in shown)
+        lines.append(f"| {rank} | {row['name']} | {values} | {scores} | {row['seconds']} |")
+    best = table[0]["metrics"]
+    chosen = ", ".join(f"{key} {best.get(key, float('nan')):.4f}" for key in shown)
+    text = (f"# sweep ({sweep.method}, {len(table)} trials, selected on {sweep.objective})\n\n" + "\n".join(lines)
+            + f"\n\nChosen: {table[0]['name']} ({chosen}): `{best_command}`\n")
+    if arms:
+        arm_keys = [k for k in keys if k != SEED_KEY]
+        lines = ["| " + " | ".join(arm_keys) + f" | seeds | {sweep.objective} mean ± std |",
+                 "|" + "---|" * (len(arm_keys) + 2)]
+        lines += ["| " + " | ".join(str(a["arm"][k]) for k in arm_keys)
+                  + f" | {len(a['seeds'])} | {a['mean']:.4f} ± {a['std']:.4f} |" for a in arms]
+        text += "\n## arms (mean over seeds)\n\n" + "\n".join(lines) + "\n"
+    return text
