@@ -23,7 +23,7 @@ from segpipe.config import load_params
 from segpipe.data.canonical import read_manifest, write_manifest
 from segpipe.data.ingest import ingest
 from segpipe.fsutil import write_json
-from segpipe.paths import MODELS
+from segpipe.paths import MODEL
 from segpipe.trained_model import TrainedModel
 
 RESULTS = Path(__file__).parent / "results" / "eval_memory.json"
@@ -32,7 +32,7 @@ RESULTS = Path(__file__).parent / "results" / "eval_memory.json"
 def evaluate_once(manifest: Path, predictions: Path) -> dict:
     """Evaluate the project's model on ``manifest`` in this process (loading in it too); its peak memory."""
     params = load_params()
-    trained = TrainedModel.load(MODELS / "model.pt", torch.device("cpu"))
+    trained = TrainedModel.load(MODEL, torch.device("cpu"))
     started = time.perf_counter()
     predictions.mkdir()
     result = trained.task.evaluate(trained, read_manifest(manifest), params, torch.device("cpu"), 0, predictions)

@@ -29,7 +29,7 @@ from segpipe.distributed import init_runtime
 from segpipe.engine import StepSettings, train_one_epoch
 from segpipe.fsutil import write_json
 from segpipe.onnx_export import latency
-from segpipe.paths import CACHE, EXPORT, SPLIT
+from segpipe.paths import CACHE, MODEL, ONNX_MODEL, SPLIT
 from segpipe.training import Trainer
 from segpipe.transforms import build
 
@@ -85,11 +85,11 @@ def inference(runs: int) -> dict:
 
     from segpipe.trained_model import TrainedModel
 
-    trained = TrainedModel.load(Path("models/model.pt"), torch.device("cpu"))
+    trained = TrainedModel.load(MODEL, torch.device("cpu"))
     model = trained.task.onnx_module(trained.model)
     image = DecodingSegmentation(read_manifest(SPLIT / "test.parquet"))[0]["image"].unsqueeze(0)
     inputs = trained.input_transform()(image)
-    session = ort.InferenceSession(str(EXPORT / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(ONNX_MODEL), providers=["CPUExecutionProvider"])
     timing = latency(model, session, inputs, runs)
     return {"input_shape": timing["latency_input_shape"], "torch_eager_ms": round(timing["torch_cpu_ms"], 2),
             "onnxruntime_ms": round(timing["onnxruntime_cpu_ms"], 2),
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train_stage": sides["ours"], "reference_loop": sides["reference"],
         "speedup_train_stage_over_reference": round(ours["images_per_s"] / reference["images_per_s"], 2),
         "peak_rss_ratio_train_stage_over_reference": round(ours["peak_rss_mb"] / reference["peak_rss_mb"], 2),
-        "inference": inference(args.runs) if (EXPORT / "model.onnx").is_file() else "skipped: no export/model.onnx",
+        "inference": inference(args.runs) if (ONNX_MODEL).is_file() else "skipped: no export/model.onnx",
         "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
     }
     write_json(args.out, figures)

@@ -22,6 +22,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from segpipe import tracking
 from segpipe.overrides import dvc_set_args, write_overrides
+from segpipe.paths import EXPORT_REPORT, METRICS
 from segpipe.stage import telemetry_off
 
 
@@ -101,8 +102,8 @@ def run_stage(stage: str, project: str, timeout: float = 86400) -> str:
 
 def read_results(project: Path) -> dict[str, Any]:
     """Final metrics, the MLflow run id and tracking URI written by the stages."""
-    metrics = json.loads((project / "reports/metrics.json").read_text())["test"]
-    export = json.loads((project / "reports/export.json").read_text())
+    metrics = json.loads((project / METRICS).read_text())["test"]
+    export = json.loads((project / EXPORT_REPORT).read_text())
     return {"metrics": metrics, "export": export, **tracking.recorded_run(project)}
 
 

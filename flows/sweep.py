@@ -4,177 +4,31 @@ Each trial is a DVC experiment (``dvc exp run -S ... -n <sweep>-<i>``) and an ML
 run. Optuna's TPE is the Bayesian method: it handles categorical keys (``model.name``) and log-scaled ranges
 together, works with a handful of trials, runs in-process with no server, and its ask/tell interface lets
 our own trial runner (DVC) do the training.
+
+The flow only orchestrates: what to try next is :mod:`segpipe.sweep.search`, one trial is
+:mod:`flows.sweep_trial`, the ranking and summary are :mod:`segpipe.sweep.report`, and every MLflow call goes
+through :mod:`segpipe.tracking` (so the sweep's records survive an outage of the server like the stages' do).
 """
 
 from __future__ import annotations
 
-import itertools
-import json
-import math
-import random
-import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
-from prefect import flow, get_run_logger, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.pipeline import stage_environment
+from flows.sweep_trial import run_trial
 from segpipe import tracking
-from segpipe.config import Params, RangeSpec, SweepParams, load_params, parse_params
+from segpipe.config import Params, SweepParams, load_params, parse_params
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import working_directory, write_json
 from segpipe.overrides import ParamsGuard, apply_overrides, dvc_set_args
+from segpipe.sweep.report import arm_table, reported_test_metric, summary_markdown, summary_table
+from segpipe.sweep.search import Batch, search
 from segpipe.tasks import get_task
-from segpipe.tracking.outbox import STATE_ENV
-
-SEED_KEY = "base.seed"  # trials that differ only in it are one arm of an experiment
-
-
-def grid(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """Every combination of the listed values."""
-    keys = list(space)
-    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(space[k] for k in keys))]
-
-
-def _draw(rng: random.Random, spec: list[Any] | RangeSpec) -> Any:
-    if isinstance(spec, list):
-        return rng.choice(spec)
-    if spec.log:
-        value = 10 ** rng.uniform(math.log10(spec.low), math.log10(spec.high))
-    else:
-        value = rng.uniform(spec.low, spec.high)
-    return round(value) if spec.integer else value
-
-
-def random_trials(space: dict[str, list[Any] | RangeSpec], count: int, seed: int) -> list[dict[str, Any]]:
-    rng = random.Random(seed)
-    return [{key: _draw(rng, spec) for key, spec in space.items()} for _ in range(count)]
-
-
-def optuna_distributions(space: dict[str, list[Any] | RangeSpec]) -> dict[str, Any]:
-    import optuna
-
-    out = {}
-    for key, spec in space.items():
-        if isinstance(spec, list):
-            out[key] = optuna.distributions.CategoricalDistribution(spec)
-        elif spec.integer:
-            out[key] = optuna.distributions.IntDistribution(int(spec.low), int(spec.high), log=spec.log)
-        else:
-            out[key] = optuna.distributions.FloatDistribution(spec.low, spec.high, log=spec.log)
-    return out
-
-
-def _trial_metrics(project: Path, name: str) -> dict[str, float]:
-    """The metrics DVC recorded for experiment ``name`` (``dvc exp show --json``): the validation metrics of the
-    epoch training kept (``val_*``, what the sweep selects on), the test metrics (``test_*``, reported only) and
-    the pretraining's."""
-    done = subprocess.run(["dvc", "exp", "show", "--json"], cwd=project, env=stage_environment(), capture_output=True,
-                          text=True, check=True)
-    for commit in json.loads(done.stdout):
-        for exp in commit.get("experiments") or []:
-            for revision in exp.get("revs", []):
-                if revision.get("name") == name:
-                    files = (revision.get("data") or {}).get("metrics", {})
-                    test = files.get("reports/metrics.json", {}).get("data", {}).get("test", {})
-                    kept = files.get("reports/train.json", {}).get("data", {})
-                    pretrain = files.get("reports/pretrain.json", {}).get("data", {})
-                    metrics = {k: v for k, v in kept.items() if _is_number(v)}
-                    metrics |= {f"test_{k}": v for k, v in test.items() if _is_number(v)}
-                    if pretrain.get("enabled"):  # the pretraining this trial fine-tuned from (or could have)
-                        metrics |= {f"pretrain_{k}": v for k, v in pretrain.items() if _is_number(v)}
-                    return metrics
-    raise SegpipeError(f"experiment {name} has no metrics in `dvc exp show`")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-@task(task_run_name="{name}")
-def run_trial(project: str, name: str, overrides: dict[str, Any], parent_run: str, temp: bool,
-              tracking_uri: str, timeout: float = 86400) -> dict[str, Any]:
-    """One trial: a DVC experiment whose train stage opens an MLflow run under ``parent_run``; killed as hung after
-    ``timeout`` seconds."""
-    env = {**stage_environment(), "SEGPIPE_PARENT_RUN_ID": parent_run, "SEGPIPE_TRIAL": name,
-           "MLFLOW_TRACKING_URI": tracking_uri,
-           STATE_ENV: str(Path(project).resolve() / ".segpipe")}  # a --temp trial's queued calls outlive its folder
-    command = ["dvc", "exp", "run", "-n", name, *(["--temp"] if temp else []), *dvc_set_args(overrides)]
-    started = time.time()
-    try:
-        done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise SegpipeError(f"trial {name} still ran after {timeout:.0f} s (orchestration.timeout_seconds) and was "
-                           f"killed as hung") from None
-    get_run_logger().info("%s", (done.stdout + done.stderr).strip()[-3000:])
-    if done.returncode != 0:
-        errors = [line for line in (done.stdout + done.stderr).splitlines() if ": error:" in line]
-        raise SegpipeError(f"trial {name} failed: {errors[-1] if errors else done.stderr.strip()[-500:]}")
-    return {"name": name, "overrides": overrides, "metrics": _trial_metrics(Path(project), name),
-            "seconds": round(time.time() - started, 1)}
-
-
-def summary_table(results: list[dict[str, Any]], sweep: SweepParams) -> list[dict[str, Any]]:
-    """Trials sorted best first by the objective."""
-    reverse = sweep.direction == "maximize"
-    missing = float("-inf") if reverse else float("inf")
-    return sorted(results, key=lambda r: r["metrics"].get(sweep.objective, missing), reverse=reverse)
-
-
-def arm_table(results: list[dict[str, Any]], sweep: SweepParams) -> list[dict[str, Any]]:
-    """With ``base.seed`` in the space, the trials that differ only in it pooled into arms, in the order the trials
-    ran: the objective's values, mean and sample standard deviation (0 for one seed), and the mean pretraining
-    seconds if any. No arms otherwise."""
-    if SEED_KEY not in sweep.space:
-        return []
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for row in results:
-        arm = {k: v for k, v in row["overrides"].items() if k != SEED_KEY}
-        groups.setdefault(json.dumps(arm, sort_keys=True), []).append(row)
-    table = []
-    for rows in groups.values():
-        values = [row["metrics"].get(sweep.objective, float("nan")) for row in rows]
-        seconds = [row["metrics"]["pretrain_seconds"] for row in rows if "pretrain_seconds" in row["metrics"]]
-        table.append({"arm": {k: v for k, v in rows[0]["overrides"].items() if k != SEED_KEY},
-                      "seeds": [row["overrides"][SEED_KEY] for row in rows], "values": values,
-                      "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                      "pretrain_seconds": statistics.fmean(seconds) if seconds else None})
-    return table
-
-
-def reported_test_metric(objective: str) -> str:
-    """The test metric reported beside a validation objective (``val_miou`` -> ``test_miou``)."""
-    return "test_" + objective.removeprefix("val_").removeprefix("test_")
-
-
-def summary_markdown(table: list[dict[str, Any]], sweep: SweepParams, best_command: str,
-                     arms: list[dict[str, Any]]) -> str:
-    """The trials ranked by the objective, with the test metric each one reached (reported, never used to rank),
-    then (when base.seed is swept) each arm's mean and std over seeds."""
-    keys, test = list(sweep.space), reported_test_metric(sweep.objective)
-    shown = [sweep.objective] if test == sweep.objective else [sweep.objective, test]
-    head = "| rank | trial | " + " | ".join(keys + shown) + " | seconds |"
-    lines = [head, "|" + "---|" * (len(keys) + len(shown) + 3)]
-    for rank, row in enumerate(table, 1):
-        values = " | ".join(str(row["overrides"][k]) for k in keys)
-        scores = " | ".join(f"{row['metrics'].get(key, float('nan')):.4f}" for key in shown)
-        lines.append(f"| {rank} | {row['name']} | {values} | {scores} | {row['seconds']} |")
-    best = table[0]["metrics"]
-    chosen = ", ".join(f"{key} {best.get(key, float('nan')):.4f}" for key in shown)
-    text = (f"# sweep ({sweep.method}, {len(table)} trials, selected on {sweep.objective})\n\n" + "\n".join(lines)
-            + f"\n\nChosen: {table[0]['name']} ({chosen}): `{best_command}`\n")
-    if arms:
-        arm_keys = [k for k in keys if k != SEED_KEY]
-        lines = ["| " + " | ".join(arm_keys) + f" | seeds | {sweep.objective} mean ± std |",
-                 "|" + "---|" * (len(arm_keys) + 2)]
-        lines += ["| " + " | ".join(str(a["arm"][k]) for k in arm_keys)
-                  + f" | {len(a['seeds'])} | {a['mean']:.4f} ± {a['std']:.4f} |" for a in arms]
-        text += "\n## arms (mean over seeds)\n\n" + "\n".join(lines) + "\n"
-    return text
 
 
 @flow(name="segmentation-sweep", log_prints=True)
@@ -223,36 +77,25 @@ def segmentation_sweep(project: str = ".", method: str | None = None, space: dic
 
 def _run_trials(root: Path, sweep: SweepParams, parent: str, stamp: str, seed: int,
                 uri: str, guard: ParamsGuard, timeout: float) -> list[dict[str, Any]]:
-    temp = sweep.concurrency > 1  # trials at once need their own folders: dvc exp run --temp
-    results: list[dict[str, Any]] = []
+    """The search's trials, each batch validated first and run at once as Prefect tasks (in their own folders,
+    ``dvc exp run --temp``, when more than one runs at a time)."""
+    temp = sweep.concurrency > 1
+    started = 0
 
-    def launch(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def launch(batch: Batch) -> list[dict[str, Any]]:
+        nonlocal started
         for overrides in batch:  # validate first: a bad value fails before any training
             check_overrides(guard.original, overrides)
-        guard.check(f"trial {len(results)}")
-        start = len(results)
-        futures = [run_trial.submit(str(root), f"sweep-{stamp}-{start + i}", o, parent, temp, uri, timeout)
+        guard.check(f"trial {started}")
+        futures = [run_trial.submit(str(root), f"sweep-{stamp}-{started + i}", o, parent, temp, uri, timeout)
                    for i, o in enumerate(batch)]
+        started += len(batch)
         try:
             return [f.result() for f in futures]
         finally:
             guard.trial_done()
 
-    if sweep.method == "bayes":
-        import optuna
-
-        study = optuna.create_study(direction=sweep.direction, sampler=optuna.samplers.TPESampler(seed=seed))
-        distributions = optuna_distributions(sweep.space)
-        while len(results) < sweep.trials:
-            asked = [study.ask(distributions) for _ in range(min(sweep.concurrency, sweep.trials - len(results)))]
-            for trial, result in zip(asked, launch([t.params for t in asked]), strict=True):
-                study.tell(trial, result["metrics"].get(sweep.objective))
-                results.append(result)
-        return results
-    candidates = grid(sweep.space) if sweep.method == "grid" else random_trials(sweep.space, sweep.trials, seed)
-    for begin in range(0, len(candidates), sweep.concurrency):
-        results += launch(candidates[begin:begin + sweep.concurrency])
-    return results
+    return search(sweep, seed, launch)
 
 
 def check_overrides(params_text: str, overrides: dict[str, Any]) -> None:

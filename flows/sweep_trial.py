@@ -14,6 +14,7 @@ from prefect import get_run_logger, task
 from flows.pipeline import stage_environment
 from segpipe.errors import SegpipeError
 from segpipe.overrides import dvc_set_args
+from segpipe.paths import METRICS, PRETRAIN_SUMMARY, TRAIN_SUMMARY
 from segpipe.tracking.outbox import STATE_ENV
 
 
@@ -28,9 +29,9 @@ def trial_metrics(project: Path, name: str) -> dict[str, float]:
             for revision in exp.get("revs", []):
                 if revision.get("name") == name:
                     files = (revision.get("data") or {}).get("metrics", {})
-                    test = files.get("reports/metrics.json", {}).get("data", {}).get("test", {})
-                    kept = files.get("reports/train.json", {}).get("data", {})
-                    pretrain = files.get("reports/pretrain.json", {}).get("data", {})
+                    test = files.get(METRICS.as_posix(), {}).get("data", {}).get("test", {})
+                    kept = files.get(TRAIN_SUMMARY.as_posix(), {}).get("data", {})
+                    pretrain = files.get(PRETRAIN_SUMMARY.as_posix(), {}).get("data", {})
                     metrics = {k: v for k, v in kept.items() if _is_number(v)}
                     metrics |= {f"test_{k}": v for k, v in test.items() if _is_number(v)}
                     if pretrain.get("enabled"):  # the pretraining this trial fine-tuned from (or could have)

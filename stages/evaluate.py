@@ -8,12 +8,12 @@ from segpipe.data.canonical import read_manifest
 from segpipe.distributed import resolve_device
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import atomic_dir, write_atomic
-from segpipe.paths import MODELS, REPORTS, SPLIT
+from segpipe.paths import METRICS, MODEL, REPORTS, SPLIT
 from segpipe.stage import stage_main
 from segpipe.tasks.base import Evaluation
 from segpipe.trained_model import TrainedModel, metrics_json
 
-METRICS, PER_CLASS, FIGURES = REPORTS / "metrics.json", REPORTS / "per_class.csv", REPORTS / "evaluation"
+PER_CLASS, FIGURES = REPORTS / "per_class.csv", REPORTS / "evaluation"
 PREDICTIONS = REPORTS / "test_predictions"
 
 
@@ -21,7 +21,7 @@ def run(params: Params) -> Evaluation:
     """Write reports/metrics.json, per_class.csv, the task's figures in reports/evaluation/ (logged to MLflow)
     and the test predictions in reports/test_predictions/."""
     device = resolve_device(params.base.device)
-    trained = TrainedModel.load(MODELS / "model.pt", device)
+    trained = TrainedModel.load(MODEL, device)
     manifest = read_manifest(SPLIT / "test.parquet")
     if manifest.empty:
         raise SegpipeError(f"{SPLIT / 'test.parquet'}: the split is empty; give split.test a share above 0")

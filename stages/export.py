@@ -12,11 +12,9 @@ from segpipe.data.dataset import DecodingSegmentation
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import write_json
 from segpipe.onnx_export import contract, refuse_non_finite
-from segpipe.paths import EXPORT, MODELS, REPORTS, SPLIT
+from segpipe.paths import EXPORT_REPORT, MODEL, ONNX_CONTRACT, ONNX_MODEL, SPLIT
 from segpipe.stage import stage_main
 from segpipe.trained_model import TrainedModel
-
-ONNX_FILE, CONTRACT_FILE, REPORT_FILE = EXPORT / "model.onnx", EXPORT / "model.json", REPORTS / "export.json"
 
 
 def _log_to_mlflow(params: Params, trained: TrainedModel, example: torch.Tensor, report: dict) -> None:
@@ -26,20 +24,20 @@ def _log_to_mlflow(params: Params, trained: TrainedModel, example: torch.Tensor,
     if not run_id:
         return
     tracking.log_metrics(params, run_id, {f"export_{k}": v for k, v in report.items() if isinstance(v, float)})
-    tracking.log_artifacts(params, run_id, [CONTRACT_FILE, REPORT_FILE], "export")
+    tracking.log_artifacts(params, run_id, [ONNX_CONTRACT, EXPORT_REPORT], "export")
     outputs = trained.task.onnx_outputs(trained.model, example)
     names = trained.task.onnx_names(trained.saved["config"])
     arrays = {"input": example.numpy(), **{name: out.numpy() for name, out in zip(names, outputs, strict=True)}}
     requirements = {"onnx_requirements": [f"onnxruntime=={ort.__version__}", f"onnx=={onnx.__version__}"],
                     "torch_requirements": [f"torch=={torch.__version__.split('+')[0]}"]}
-    tracking.log_models(params, run_id, ONNX_FILE, MODELS / "model.pt", arrays, requirements)
+    tracking.log_models(params, run_id, ONNX_MODEL, MODEL, arrays, requirements)
     tracking.finish(params, run_id)
 
 
 def run(params: Params) -> dict:
     """Write export/model.onnx, export/model.json and reports/export.json; fail below the parity threshold."""
     device = torch.device("cpu")
-    trained = TrainedModel.load(MODELS / "model.pt", device)
+    trained = TrainedModel.load(MODEL, device)
     to_input = trained.input_transform()
     test = DecodingSegmentation(read_manifest(SPLIT / "test.parquet"), instances=trained.task.with_instances)
     samples = [test[i] for i in range(min(params.export.parity_images, len(test)))]
@@ -47,15 +45,15 @@ def run(params: Params) -> dict:
         raise SegpipeError("the test split is empty: export needs test images for its parity check")
     inputs = [to_input(sample["image"].unsqueeze(0)) for sample in samples]
     refuse_non_finite(trained, inputs)
-    check = trained.task.export(trained, samples, inputs, ONNX_FILE, params)
+    check = trained.task.export(trained, samples, inputs, ONNX_MODEL, params)
     if check.failure:
-        ONNX_FILE.unlink(missing_ok=True)
+        ONNX_MODEL.unlink(missing_ok=True)
         raise SegpipeError(check.failure)
     report, example = check.report, inputs[0]
-    write_json(CONTRACT_FILE, contract(trained, ONNX_FILE, trained.task.output_contract(trained.saved["config"])))
-    write_json(REPORT_FILE, report)
+    write_json(ONNX_CONTRACT, contract(trained, ONNX_MODEL, trained.task.output_contract(trained.saved["config"])))
+    write_json(EXPORT_REPORT, report)
     _log_to_mlflow(params, trained, example, report)
-    print(f"export: {ONNX_FILE} {check.summary}; onnxruntime {report['onnxruntime_cpu_ms']:.1f} ms vs torch "
+    print(f"export: {ONNX_MODEL} {check.summary}; onnxruntime {report['onnxruntime_cpu_ms']:.1f} ms vs torch "
           f"{report['torch_cpu_ms']:.1f} ms per {tuple(example.shape)}")
     return report
 

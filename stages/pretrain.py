@@ -17,7 +17,7 @@ from segpipe.data.cache import label_dtype
 from segpipe.data.extra_images import cache_extra_images
 from segpipe.distributed import barrier, init_runtime, shutdown
 from segpipe.fsutil import atomic_dir, write_atomic, write_json
-from segpipe.paths import AUGMENT_POLICY, CACHE, MODELS, PRETRAINED, REPORTS, SPLIT
+from segpipe.paths import AUGMENT_POLICY, CACHE, MODELS, PRETRAIN_SUMMARY, PRETRAINED, REPORTS, SPLIT
 from segpipe.pretraining import VALIDATION_SEED, PretrainLearner, corrupt, encoder_weights
 from segpipe.stage import stage_main, warn
 from segpipe.training import FitState, Trainer, fit
@@ -25,7 +25,6 @@ from segpipe.viz import reconstruction_grid
 
 CHECKPOINT = MODELS / "checkpoints" / "pretrain_last.pt"
 REPORT_DIR = REPORTS / "pretrain"
-SUMMARY = REPORTS / "pretrain.json"  # a DVC metrics file: dvc metrics show / dvc exp show list the pretraining
 PREVIEW_IMAGES = 4
 EXTRA_DIR = "pretrain-extra-cache"  # beside data/cache while pretraining runs (pretrain.extra_images)
 
@@ -79,7 +78,7 @@ def run(params: Params) -> FitState | None:
     if not params.pretrain.enabled:
         with atomic_dir(REPORT_DIR) as folder:  # DVC warns about an empty output folder
             (folder / "off.txt").write_text("pretraining is off: set pretrain.enabled: true to pretrain the encoder\n")
-        write_json(SUMMARY, {"enabled": False, "model": params.model.name})
+        write_json(PRETRAIN_SUMMARY, {"enabled": False, "model": params.model.name})
         checkpoint.save({"encoder": {}, "model_name": params.model.name}, PRETRAINED)
         print("pretrain: off (pretrain.enabled: false); models/pretrained.pt holds no encoder")
         return None
@@ -116,11 +115,11 @@ def run(params: Params) -> FitState | None:
             checkpoint.save({"encoder": encoder_weights(best), "autoencoder": best, "model_name": params.model.name,
                              "config": trainer.config, "epoch": state.best_epoch, "val_psnr": state.best_score,
                              "normalize": trainer.policy["normalize"]}, PRETRAINED)
-            write_json(SUMMARY, {
+            write_json(PRETRAIN_SUMMARY, {
                 "enabled": True, "model": params.model.name, "images": len(trainer.train_set),
                 "epochs": state.epoch, "best_epoch": state.best_epoch, "best_val_psnr": state.best_score,
                 "seconds": round(time.monotonic() - started, 1), "mlflow_run_id": state.run_id or ""})
-            files = [REPORT_DIR / "history.csv", REPORT_DIR / "preview.png", SUMMARY]
+            files = [REPORT_DIR / "history.csv", REPORT_DIR / "preview.png", PRETRAIN_SUMMARY]
             tracking.log_artifacts(params, state.run_id, files, "pretrain")
             tracking.finish(params, state.run_id)
             CHECKPOINT.unlink(missing_ok=True)

@@ -8,13 +8,12 @@ from segpipe import checkpoint, tracking
 from segpipe.config import Params
 from segpipe.distributed import init_runtime, shutdown
 from segpipe.fsutil import write_atomic, write_json
-from segpipe.paths import AUGMENT_POLICY, CACHE, MODELS, REPORTS, SPLIT
+from segpipe.paths import AUGMENT_POLICY, CACHE, MODEL, MODELS, REPORTS, SPLIT, TRAIN_SUMMARY
 from segpipe.stage import stage_main
 from segpipe.training import FitState, Trainer, fit, initial_weights_files, kept_epoch_summary
 from segpipe.viz import training_curves
 
 CHECKPOINT = MODELS / "checkpoints" / "last.pt"
-SUMMARY = REPORTS / "train.json"  # a DVC metrics file: the validation metrics of the epoch kept (sweeps select on it)
 HISTORY = REPORTS / "train_history.csv"
 CURVES = REPORTS / "train_curves.png"
 PREVIEW = REPORTS / "augment_preview.png"  # written by augment, logged with the run that trains on it
@@ -50,15 +49,15 @@ def run(params: Params) -> FitState:
         if runtime.is_main:
             checkpoint.save({"model": best, "config": trainer.config, "categories": trainer.categories.to_json(),
                              "normalize": trainer.policy["normalize"], "train_size": trainer.policy["train_size"],
-                             "epoch": state.best_epoch, trainer.objective: state.best_score}, MODELS / "model.pt")
+                             "epoch": state.best_epoch, trainer.objective: state.best_score}, MODEL)
             training_curves(state.history, CURVES)
-            write_json(SUMMARY, kept_epoch_summary(state, trainer.objective))
+            write_json(TRAIN_SUMMARY, kept_epoch_summary(state, trainer.objective))
             tracking.save_run_id(state.run_id, tracking.tracking_uri(params.tracking))
             tracking.log_artifacts(params, state.run_id, [HISTORY, CURVES, PREVIEW])
             CHECKPOINT.unlink(missing_ok=True)
             server_id = tracking.server_run_id(state.run_id) or "pending in the tracking outbox"
             print(f"train: best {trainer.task.objective_label} {state.best_score:.4f} at epoch {state.best_epoch} -> "
-                  f"{MODELS / 'model.pt'} (MLflow run {server_id})")
+                  f"{MODEL} (MLflow run {server_id})")
         return state
     finally:
         shutdown(runtime)

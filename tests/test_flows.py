@@ -137,8 +137,8 @@ def test_sweep_gives_one_child_run_per_trial(tmp_path, prefect_engine):
 
 
 def test_sweep_pools_the_seeds_of_each_arm():
-    from flows.sweep import arm_table, summary_markdown
     from segpipe.config import SweepParams
+    from segpipe.sweep.report import arm_table, summary_markdown
 
     sweep = SweepParams(space={"train.label_fraction": [0.1, 1.0], "model.weights": [None, "pretrained"],
                                "base.seed": [0, 1]}, objective="test_miou", allow_test_objective=True)
@@ -159,8 +159,8 @@ def test_sweep_pools_the_seeds_of_each_arm():
 
 
 def test_trial_search_spaces():
-    from flows.sweep import grid, optuna_distributions, random_trials
     from segpipe.config import RangeSpec
+    from segpipe.sweep.search import grid, optuna_distributions, random_trials
 
     assert grid({"a": [1, 2], "b": ["x", "y", "z"]})[-1] == {"a": 2, "b": "z"}
     assert len(grid({"a": [1, 2], "b": ["x", "y", "z"]})) == 6

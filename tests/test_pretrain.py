@@ -203,9 +203,9 @@ def test_dvc_repro_pretrains_then_fine_tunes(tmp_path):
     output = sh(project, "dvc", "exp", "run", "-n", "scratch", "-S", "model.weights=null",
                 "-S", "train.label_fraction=0.5")
     assert "Running stage 'pretrain'" not in output and "train: on the labels of 8 of 16 train images" in output
-    from flows.sweep import _trial_metrics
+    from flows.sweep_trial import trial_metrics
 
-    metrics = _trial_metrics(project, "scratch")
+    metrics = trial_metrics(project, "scratch")
     assert metrics["pretrain_seconds"] > 0 and metrics["pretrain_images"] == 16 and 0 <= metrics["test_miou"] <= 1
     off = tiny_train_params(model={**UNET, "weights": "pretrained"})
     write_params(project / "params.yaml", off)

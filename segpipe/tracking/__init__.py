@@ -19,6 +19,7 @@ from typing import Any
 
 from segpipe.config import Params
 from segpipe.fsutil import write_json
+from segpipe.paths import MLFLOW_RUN
 from segpipe.tracking.calls import run_ids
 from segpipe.tracking.connection import tracking_uri
 from segpipe.tracking.lineage import flatten, lineage_tags
@@ -29,7 +30,7 @@ __all__ = ["RUN_FILE", "continue_run", "finish", "flush", "load_run_id", "log_ar
            "log_models", "log_params", "log_restored_trial", "pending_count", "recorded_run", "reopen", "save_run_id",
            "server_run_id", "start_run", "tracking_uri"]
 
-RUN_FILE = Path("models/mlflow_run.json")
+RUN_FILE = MLFLOW_RUN
 
 
 def new_local_id() -> str:
