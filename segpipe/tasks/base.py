@@ -2,7 +2,7 @@
 
 The stages, the train/validate loops, checkpointing, resume, DDP and tracking only talk to a :class:`Task`:
 
-- it builds the model from a stored config (``model.pt`` keeps the config, so a model can be rebuilt anywhere);
+- it describes its model in a config that ``model.pt`` keeps (the catalog's builder rebuilds it anywhere);
 - it makes per-sample training targets (the sample transform) and collates samples into batches;
 - its criterion returns a dict of named loss terms, which the loop sums;
 - its evaluators follow Detectron2's shape (``process`` per batch, ``reduce`` across processes, ``compute``) and
