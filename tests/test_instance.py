@@ -114,7 +114,8 @@ def test_task_and_model_must_agree():
         parse_params({"task": "instance", "model": {"name": "unet"}})
     with pytest.raises(SegpipeError, match="does not do task 'semantic'"):
         parse_params({"model": {"name": "maskrcnn_resnet18_fpn"}})
-    with pytest.raises(SegpipeError, match="task: Input should be 'semantic', 'instance' or 'panoptic'"):
+    with pytest.raises(SegpipeError, match="task: 'video' is not a task segpipe has; choose one of semantic, "
+                                           "instance, panoptic"):
         parse_params({"task": "video"})
 
 

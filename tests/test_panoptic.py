@@ -112,7 +112,7 @@ def _scene_batch(size: int = 64, seed: int = 3):
     from segpipe.data.dataset import make_sample
     from segpipe.data.instances import table_from_maps
     from segpipe.data.synthetic import generate_scene
-    from segpipe.tasks.instance import collate_instances
+    from segpipe.tasks.objects import collate_instances
 
     scene = generate_scene(seed, 7, (size, size), 4)
     sample = make_sample(scene.image, scene.semantic, scene.instance, table_from_maps(scene.semantic, scene.instance))
@@ -153,6 +153,7 @@ def test_panoptic_fpn_onnx_keeps_detections_and_any_image_size(tmp_path):
     PyTorch's panoptic maps at other sizes and aspect ratios."""
     import onnxruntime as ort
 
+    from segpipe.models import build_model
     from segpipe.onnx_export import INPUT, export_onnx
     from segpipe.tasks.panoptic_models import FAMILIES, postprocess_settings
 
@@ -162,7 +163,7 @@ def test_panoptic_fpn_onnx_keeps_detections_and_any_image_size(tmp_path):
     config["mask_rcnn"].update(max_size=96, score_threshold=0.0)
     config["panoptic"].update(instance_score_threshold=0.0, stuff_area=4)
     torch.manual_seed(0)
-    module = family.onnx_module(family.build(config).eval())
+    module = family.onnx_module(build_model(config).eval())
     export_onnx(module, tmp_path / "model.onnx", torch.randn(1, 3, 64, 64), 17, family.output_names,
                 family.dynamic_axes())
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])

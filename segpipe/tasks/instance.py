@@ -17,35 +17,19 @@ from segpipe.coco_eval import CocoResult, ImageRecord, coco_metrics, encode, rec
 from segpipe.config import Params
 from segpipe.data.canonical import Categories
 from segpipe.data.dataset import DecodingSegmentation, data_loader
-from segpipe.errors import SegpipeError
 from segpipe.fsutil import write_json
 from segpipe.models.mask_rcnn import ExportableInstance
 from segpipe.onnx_export import INPUT, export_onnx, latency
 from segpipe.progress import track
 from segpipe.tasks.base import Criterion, Evaluation, Evaluator, ExportCheck, Rendered, Task
+from segpipe.tasks.objects import busiest_input, collate_instances, detection_targets, require_things
 from segpipe.viz import instance_grid, instance_overlay, precision_recall_plot
 
 if TYPE_CHECKING:
     from segpipe.trained_model import TrainedModel
 
-TARGET_KEYS = ("boxes", "labels", "masks", "iscrowd")
 MAX_AP_GAP = 0.005  # the ONNX model's mask AP may differ from PyTorch's by at most half a point
 MAP_SCORE = 0.5  # predict paints detections scoring at least this into instance maps and overlays
-
-
-def pixel_boxes(boxes: torch.Tensor) -> torch.Tensor:
-    """Inclusive pixel boxes (as ``masks_to_boxes`` gives them) as the box edges: a 1-pixel object is 1 wide."""
-    return torch.cat([boxes[:, :2], boxes[:, 2:] + 1], 1).float()
-
-
-def detection_targets(batch: dict[str, Any], device: torch.device) -> list[dict[str, torch.Tensor]]:
-    """Mask R-CNN's targets of a batch on ``device``; crowd regions are left out of training (COCO's convention)."""
-    targets = []
-    for target in batch["targets"]:
-        keep = ~target["iscrowd"]
-        targets.append({"boxes": pixel_boxes(target["boxes"][keep]).to(device),
-                        "labels": target["labels"][keep].to(device), "masks": target["masks"][keep].to(device)})
-    return targets
 
 
 class DetectionCriterion(Criterion):
@@ -131,27 +115,6 @@ def coco_results(records: list[tuple[str, ImageRecord]]) -> list[dict[str, Any]]
     return [{"sample_id": sample_id, "category_id": d["category"], "segmentation": d["rle"], "score": d["score"],
              "bbox": [d["box"][0], d["box"][1], d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]]}
             for sample_id, record in records for d in record.detections]
-
-
-def busiest_input(inputs: list[torch.Tensor], runs: list[list[Any]]) -> torch.Tensor:
-    """The input whose run (boxes first) has the most detections: a detector traced on an image without any can
-    lose its mask branch (torchvision #3291)."""
-    return inputs[int(np.argmax([len(run[0]) for run in runs[:len(inputs)]]))]
-
-
-def require_things(task: str, categories: Categories) -> None:
-    """Refuse to train an object task on a class list without object classes."""
-    if not any(c.isthing for c in categories.items):
-        raise SegpipeError(f"task: {task} needs object classes, and no class has isthing: true; mark the "
-                           f"countable classes with isthing: true in the class list")
-
-
-def collate_instances(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Images and semantic maps stacked (same size within a batch); the objects of each image kept as its own
-    target dict."""
-    return {"image": torch.stack([s["image"] for s in samples]),
-            "semantic": torch.stack([s["semantic"].as_subclass(torch.Tensor) for s in samples]),
-            "targets": [{key: s[key].as_subclass(torch.Tensor) for key in TARGET_KEYS} for s in samples]}
 
 
 class InstanceTask(Task):

@@ -30,7 +30,7 @@ from segpipe.panoptic_postprocess import PanopticMap
 from segpipe.panoptic_quality import PanopticCategory, PQResult, PQStat, Segment, image_stat, pq_result
 from segpipe.progress import track
 from segpipe.tasks.base import Criterion, Evaluation, Evaluator, ExportCheck, Rendered, Task
-from segpipe.tasks.instance import collate_instances, require_things
+from segpipe.tasks.objects import collate_instances, require_things
 from segpipe.tasks.panoptic_models import (
     BY_POSTPROCESS,
     DeepLabFamily,

@@ -15,7 +15,7 @@ from segpipe.models.panoptic import ExportablePanopticFPN, PanopticDeepLab, Pano
 from segpipe.onnx_export import INPUT, SPATIAL_AXES
 from segpipe.panoptic_postprocess import PanopticMap, deeplab_panoptic, fpn_panoptic
 from segpipe.tasks.base import Criterion
-from segpipe.tasks.instance import busiest_input, detection_targets
+from segpipe.tasks.objects import busiest_input, detection_targets
 
 RawOutputs = list[torch.Tensor]  # one image's outputs in the ONNX model's order, batch dimensions as ONNX has them
 
