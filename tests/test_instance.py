@@ -192,6 +192,7 @@ def test_each_mask_rcnn_trains_a_step_and_reloads_from_a_local_checkpoint(name, 
 def test_coco_weights_offline_are_a_clear_error(monkeypatch):
     import urllib.error
 
+    from segpipe.models import build_model
     from segpipe.models.mask_rcnn import build_mask_rcnn
 
     def offline(*args, **kwargs):
@@ -202,8 +203,11 @@ def test_coco_weights_offline_are_a_clear_error(monkeypatch):
                "detections_per_image": 10, "score_threshold": 0.05, "mask_threshold": 0.5}
     with pytest.raises(SegpipeError, match="could not download .* set model.weights: null"):
         build_mask_rcnn("maskrcnn_resnet50_fpn", 3, options, "full")
-    with pytest.raises(SegpipeError, match="no weights for maskrcnn_resnet18_fpn"):
+    with pytest.raises(SegpipeError, match="no published 'backbone' weights exist for maskrcnn_resnet18_fpn"):
         build_mask_rcnn("maskrcnn_resnet18_fpn", 3, options, "backbone")
+    config = {"name": "maskrcnn_resnet18_fpn", "num_classes": 3, "class_ids": [1, 2], "mask_rcnn": options}
+    with pytest.raises(SegpipeError, match="model.weights: no published 'full' weights exist for maskrcnn_resnet18"):
+        build_model(config, "full")
 
 
 def test_ddp_val_mask_ap_equals_one_process_over_every_val_image(pipeline, tmp_path):

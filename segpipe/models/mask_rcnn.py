@@ -64,6 +64,8 @@ def build_mask_rcnn(name: str, num_classes: int, options: dict[str, Any], weight
     """Mask R-CNN ``name`` for ``num_classes`` (background included); ``weights`` None, 'full' or 'backbone'."""
     detector = _detector_options(options)
     if name == "maskrcnn_resnet18_fpn":
+        if weights:
+            raise SegpipeError(f"model.weights: no published '{weights}' weights exist for {name}")
         return _light_mask_rcnn(num_classes, options["fpn_channels"], detector)
     if name not in ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"):
         raise SegpipeError(f"model.name '{name}' is not a Mask R-CNN")
