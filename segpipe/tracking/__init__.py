@@ -26,11 +26,9 @@ from segpipe.tracking.lineage import flatten, lineage_tags
 from segpipe.tracking.outbox import state_dir
 from segpipe.tracking.replay import flush, pending_count, submit
 
-__all__ = ["RUN_FILE", "continue_run", "finish", "flush", "load_run_id", "log_artifacts", "log_metrics",
+__all__ = ["continue_run", "finish", "flush", "load_run_id", "log_artifacts", "log_metrics",
            "log_models", "log_params", "log_restored_trial", "pending_count", "recorded_run", "reopen", "save_run_id",
            "server_run_id", "start_run", "tracking_uri"]
-
-RUN_FILE = MLFLOW_RUN
 
 
 def new_local_id() -> str:
@@ -123,7 +121,7 @@ def finish(params: Params, run_id: str, status: str = "FINISHED") -> None:
         submit(params, {"op": "status", "run_id": run_id, "status": status})
 
 
-def save_run_id(run_id: str, uri: str, path: Path = RUN_FILE) -> None:
+def save_run_id(run_id: str, uri: str, path: Path = MLFLOW_RUN) -> None:
     """Write both ids of the run: segpipe's local one and MLflow's (the one the console and the UI show)."""
     write_json(path, {
         "run_id": run_id, "mlflow_run_id": server_run_id(run_id), "tracking_uri": uri,
@@ -133,13 +131,13 @@ def save_run_id(run_id: str, uri: str, path: Path = RUN_FILE) -> None:
     })
 
 
-def load_run_id(path: Path = RUN_FILE) -> str:
+def load_run_id(path: Path = MLFLOW_RUN) -> str:
     return json.loads(path.read_text())["run_id"] if path.is_file() else ""
 
 
 def recorded_run(project: Path) -> dict[str, str | None]:
     """The run that ``project``'s stages recorded: ``mlflow_run_id`` (None while it waits in the outbox) and
     ``tracking_uri``."""
-    run_file = project / RUN_FILE
+    run_file = project / MLFLOW_RUN
     run = json.loads(run_file.read_text()) if run_file.is_file() else {}
     return {"mlflow_run_id": run_ids(project).get(run.get("run_id", "")), "tracking_uri": run.get("tracking_uri", "")}
