@@ -22,6 +22,7 @@ import torch
 from segpipe.config import load_params
 from segpipe.data.canonical import read_manifest, write_manifest
 from segpipe.data.ingest import ingest
+from segpipe.evaluation import evaluate_test
 from segpipe.fsutil import write_json
 from segpipe.paths import MODEL
 from segpipe.trained_model import TrainedModel
@@ -35,7 +36,7 @@ def evaluate_once(manifest: Path, predictions: Path) -> dict:
     trained = TrainedModel.load(MODEL, torch.device("cpu"))
     started = time.perf_counter()
     predictions.mkdir()
-    result = trained.task.evaluate(trained, read_manifest(manifest), params, torch.device("cpu"), 0, predictions)
+    result = evaluate_test(trained, read_manifest(manifest), params, torch.device("cpu"), 0, predictions)
     return {"images": result.metrics["images"], "seconds": round(time.perf_counter() - started, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "written": len(list(predictions.iterdir()))}

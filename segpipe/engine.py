@@ -14,8 +14,9 @@ from torch.utils.data.distributed import DistributedSampler
 from segpipe.data.dataset import data_loader
 from segpipe.distributed import Runtime, reduce_sum
 from segpipe.errors import SegpipeError
+from segpipe.evaluation import Evaluator, inference_on_dataset
 from segpipe.progress import progress
-from segpipe.tasks.base import Criterion, Evaluator, Learner
+from segpipe.tasks.base import Criterion, Learner
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -123,15 +124,14 @@ def check_finite(loss: torch.Tensor, terms: dict[str, torch.Tensor], runtime: Ru
                        f"model was saved. Lower train.optimizer.lr, set train.grad_clip, or check the labels")
 
 
-@torch.no_grad()
 def validate(model: nn.Module, loader: DataLoader, task: Learner, evaluator: Evaluator, settings: StepSettings,
              runtime: Runtime) -> dict[str, float]:
     """The task's validation metrics over ``loader``, combined over all processes."""
     model.eval()
-    for batch in loader:
-        images = _images(batch, settings, runtime.device)
+
+    def forward(batch: dict) -> object:
         with settings.autocast(runtime.device):
-            outputs = task.forward_eval(model, images)
-        evaluator.process(batch, outputs)
-    evaluator.reduce()
+            return task.forward_eval(model, _images(batch, settings, runtime.device))
+
+    inference_on_dataset(loader, forward, evaluator)
     return evaluator.compute()

@@ -98,5 +98,9 @@ class BoundaryF1:
             f1 = _safe_divide(2 * precision * recall, precision + recall)
             self.total += torch.stack([f1[counted].sum(), counted.sum().double()])
 
+    def reduce(self) -> None:
+        """Sum over all processes (no-op without torch.distributed)."""
+        self.total = reduce_sum(self.total)
+
     def compute(self) -> float:
         return float(self.total[0] / self.total[1]) if self.total[1] else 0.0

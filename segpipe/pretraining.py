@@ -20,10 +20,11 @@ from torch import nn
 from segpipe.config import Params
 from segpipe.data.canonical import Categories
 from segpipe.distributed import reduce_sum
+from segpipe.evaluation import Evaluator
 from segpipe.models import build_model
 from segpipe.models.encoders import Encoder, encoder_of
 from segpipe.tasks import get_task
-from segpipe.tasks.base import Criterion, Evaluator, Learner
+from segpipe.tasks.base import Criterion, Learner
 
 VALIDATION_SEED = 0  # validation corrupts every batch the same way, so epochs compare
 

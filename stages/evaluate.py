@@ -7,10 +7,10 @@ from segpipe.config import Params
 from segpipe.data.canonical import read_manifest
 from segpipe.distributed import resolve_device
 from segpipe.errors import SegpipeError
+from segpipe.evaluation import Evaluation, evaluate_test
 from segpipe.fsutil import atomic_dir, write_atomic
 from segpipe.paths import METRICS, MODEL, REPORTS, SPLIT
 from segpipe.stage import stage_main
-from segpipe.tasks.base import Evaluation
 from segpipe.trained_model import TrainedModel, metrics_json
 
 PER_CLASS, FIGURES = REPORTS / "per_class.csv", REPORTS / "evaluation"
@@ -26,7 +26,7 @@ def run(params: Params) -> Evaluation:
     if manifest.empty:
         raise SegpipeError(f"{SPLIT / 'test.parquet'}: the split is empty; give split.test a share above 0")
     with atomic_dir(PREDICTIONS) as folder:  # written image by image, in place only when evaluation succeeds
-        result = trained.task.evaluate(trained, manifest, params, device, params.train.loader_workers, folder)
+        result = evaluate_test(trained, manifest, params, device, params.train.loader_workers, folder)
     write_atomic(METRICS, lambda p: p.write_text(metrics_json(result.metrics) + "\n"))
     write_atomic(PER_CLASS, lambda p: result.per_class.to_csv(p, index=False, float_format="%.6f"))
     with atomic_dir(FIGURES) as folder:

@@ -11,7 +11,7 @@ from segpipe.data.canonical import read_manifest
 from segpipe.data.dataset import DecodingSegmentation
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import write_json
-from segpipe.onnx_export import contract, refuse_non_finite
+from segpipe.onnx_export import contract, export_checked
 from segpipe.paths import EXPORT_REPORT, MODEL, ONNX_CONTRACT, ONNX_MODEL, SPLIT
 from segpipe.stage import stage_main
 from segpipe.trained_model import TrainedModel
@@ -44,8 +44,7 @@ def run(params: Params) -> dict:
     if not samples:
         raise SegpipeError("the test split is empty: export needs test images for its parity check")
     inputs = [to_input(sample["image"].unsqueeze(0)) for sample in samples]
-    refuse_non_finite(trained, inputs)
-    check = trained.task.export(trained, samples, inputs, ONNX_MODEL, params)
+    check = export_checked(trained, samples, inputs, ONNX_MODEL, params)
     if check.failure:
         ONNX_MODEL.unlink(missing_ok=True)
         raise SegpipeError(check.failure)

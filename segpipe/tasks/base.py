@@ -1,88 +1,41 @@
 """The task interface: everything that differs between semantic, instance and panoptic segmentation.
 
-The stages, the train/validate loops, checkpointing, resume, DDP and tracking only talk to a :class:`Task`:
+A :class:`Task` is three smaller interfaces, each the only thing its user sees:
 
-- it describes its model in a config that ``model.pt`` keeps (the catalog's builder rebuilds it anywhere);
-- it makes per-sample training targets (the sample transform) and collates samples into batches;
-- its criterion returns a dict of named loss terms, which the loop sums;
-- its evaluators follow Detectron2's shape (``process`` per batch, ``reduce`` across processes, ``compute``) and
-  serve both validation and the evaluate stage;
-- it names the objective that picks the best epoch, stops early and ranks sweep trials (``val_<objective>``);
-- it owns the test-time evaluation reports, the ONNX export with its parity check, and how ``predict`` renders.
+- :class:`Learner`, what training needs (autoencoder pretraining is a learner only): it describes its model in a
+  config that ``model.pt`` keeps (the catalog's builder rebuilds it anywhere), makes batches, gives a criterion of
+  named loss terms and the validation evaluator, and names the objective that picks the best epoch, stops early
+  and ranks sweep trials (``val_<objective>``);
+- :class:`segpipe.onnx_export.Exportable`, what export needs: its ONNX outputs and how to compare onnxruntime with
+  PyTorch (the export-and-parity skeleton is :func:`segpipe.onnx_export.export_checked`);
+- :class:`segpipe.rendering.Renderer`, what ``predict`` needs: how one image's outputs become files.
+
+On top, a task gives the evaluate stage its test evaluator (:mod:`segpipe.evaluation` runs the one loop).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from segpipe.config import Params
 from segpipe.data.canonical import Categories
+from segpipe.evaluation import Evaluator, TestEvaluator
 from segpipe.models import build_model
+from segpipe.onnx_export import Exportable
+from segpipe.rendering import Renderer
 
 if TYPE_CHECKING:
     from segpipe.trained_model import TrainedModel
 
 
-class Evaluator(ABC):
-    """Accumulates model outputs against the batch's ground truth; every process holds its own share."""
-
-    @abstractmethod
-    def process(self, batch: dict[str, Any], outputs: Any) -> None:
-        """Add one batch (as the loader gave it) and the model's outputs for it."""
-
-    @abstractmethod
-    def reduce(self) -> None:
-        """Combine the shares of all processes (a no-op without torch.distributed)."""
-
-    @abstractmethod
-    def compute(self) -> dict[str, float]:
-        """The metrics over everything processed (after :meth:`reduce`)."""
-
-
-Figure = Callable[[Path], None]
-
-
-@dataclass
-class Evaluation:
-    """What the evaluate stage writes besides the predictions: metrics (reports/metrics.json), a per-class table
-    and figures."""
-
-    metrics: dict[str, float]
-    per_class: pd.DataFrame
-    figures: dict[str, Figure] = field(default_factory=dict)  # file name -> draws it at the given path
-    summary: str = ""
-
-
-@dataclass
-class ExportCheck:
-    """The parity of the ONNX model with PyTorch: report fields, and why it failed (empty when it passed)."""
-
-    report: dict[str, Any]
-    failure: str = ""
-    summary: str = ""
-
-
-@dataclass
-class Rendered:
-    """What ``predict`` writes for one image: a label or instance-id map, an overlay, and COCO results (objects)."""
-
-    label_map: np.ndarray  # HxW uint8 class ids, or uint16 instance ids
-    overlay: np.ndarray  # HxWx3 uint8
-    results: list[dict[str, Any]] | None = None  # COCO results entries (without image ids), None when not objects
-
-
 class Learner(ABC):
-    """What the trainer needs: the model, its batches, loss and validation. A :class:`Task` is a learner that also
-    evaluates, exports and predicts; autoencoder pretraining is a learner only."""
+    """What training needs: the model, its batches, loss and validation."""
 
     name: str
     objective: str  # a key of the validation metrics; the run maximises val_<objective>
@@ -114,53 +67,16 @@ class Learner(ABC):
         """Raw model outputs for a normalised NCHW batch in eval mode (what evaluators process)."""
 
 
-class Task(Learner):
+class Task(Learner, Exportable, Renderer):
     """One segmentation task. Subclasses are stateless apart from what their constructor is given."""
 
-    map_name: str  # what predict writes per image, e.g. "label maps"
-    output_names: tuple[str, ...]  # the ONNX model's outputs
-
-    # --- evaluate, export, predict ----------------------------------------------------------------------------
     @abstractmethod
-    def evaluate(self, trained: TrainedModel, manifest: pd.DataFrame, params: Params, device: torch.device,
-                 workers: int, predictions: Path) -> Evaluation:
-        """Test metrics over ``manifest`` at the images' original size, with the per-class table and figures; the
-        test predictions go to the folder ``predictions`` in files other tools read, each as soon as it is made,
-        so memory does not grow with the number of test images."""
+    def test_evaluator(self, trained: TrainedModel, params: Params, predictions: Path) -> TestEvaluator:
+        """The evaluate stage's evaluator; it writes the test predictions into the folder ``predictions``."""
 
-    @abstractmethod
-    def export(self, trained: TrainedModel, samples: list[dict[str, Any]], inputs: list[torch.Tensor], path: Path,
-               params: Params) -> ExportCheck:
-        """Write ``path`` as ONNX and check it with onnxruntime on ``inputs`` (the normalised images of the test
-        ``samples``, whose ground truth a task may score both models on)."""
-
-    @abstractmethod
-    def output_contract(self, config: dict[str, Any]) -> dict[str, Any]:
-        """The ``output`` part of export/model.json for a model of ``config``."""
-
-    def onnx_names(self, config: dict[str, Any]) -> tuple[str, ...]:
-        """The ONNX outputs of a model of ``config`` (the task's ``output_names`` unless its models differ)."""
-        return self.output_names
-
-    def prediction_file(self, entries: list[dict[str, Any]], categories: Categories) -> Any:
-        """What ``predict`` writes as predictions.json from the ``results`` of its images (each with ``file_name``,
-        the input's name, and ``prediction``, the file predict wrote for it)."""
-        return entries
-
-    def onnx_module(self, model: nn.Module) -> nn.Module:
-        """The module that export traces: one NCHW batch in, the ONNX model's outputs (``output_names``) out."""
-        return model
-
-    @torch.no_grad()
-    def onnx_outputs(self, model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
-        """What the ONNX model returns for ``images``, computed by PyTorch: one tensor per ``output_names``."""
-        outputs = self.onnx_module(model)(images)
-        return list(outputs) if isinstance(outputs, tuple) else [outputs]
-
-    @abstractmethod
-    def render(self, outputs: list[torch.Tensor], pixels: np.ndarray, categories: Categories,
-               output: dict[str, Any]) -> Rendered:
-        """``predict``'s files for one image from the ONNX-ordered ``outputs`` (``output``: the contract)."""
+    def forward_test(self, trained: TrainedModel, images: torch.Tensor, params: Params) -> Any:
+        """Raw outputs for one normalised test image at its original size (what the test evaluator processes)."""
+        return self.forward_eval(trained.model, images)
 
 
 class Criterion(nn.Module):

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
 import torch
 import torch.distributed as dist
@@ -16,12 +15,12 @@ from torchvision.ops import box_iou
 from segpipe.coco_eval import CocoResult, ImageRecord, coco_metrics, encode, record
 from segpipe.config import Params
 from segpipe.data.canonical import Categories
-from segpipe.data.dataset import DecodingSegmentation, data_loader
+from segpipe.evaluation import Evaluator, Figure, TestEvaluator
 from segpipe.fsutil import write_json
 from segpipe.models.mask_rcnn import ExportableInstance
-from segpipe.onnx_export import INPUT, export_onnx, latency
-from segpipe.progress import track
-from segpipe.tasks.base import Criterion, Evaluation, Evaluator, ExportCheck, Rendered, Task
+from segpipe.onnx_export import INPUT, ExportCheck, Run
+from segpipe.rendering import Rendered
+from segpipe.tasks.base import Criterion, Task
 from segpipe.tasks.objects import busiest_input, collate_instances, detection_targets, require_things
 from segpipe.viz import instance_grid, instance_overlay, precision_recall_plot
 
@@ -47,7 +46,7 @@ class CocoEvaluator(Evaluator):
         self.categories = categories
         self.mask_threshold, self.max_detections = options["mask_threshold"], options["detections_per_image"]
         self.records: list[ImageRecord] = []
-        self.per_class = pd.DataFrame()
+        self.class_table = pd.DataFrame()
         self.mask_result: CocoResult | None = None
 
     def process(self, batch: dict[str, Any], outputs: list[dict[str, torch.Tensor]]) -> None:
@@ -67,13 +66,48 @@ class CocoEvaluator(Evaluator):
 
     def compute(self) -> dict[str, float]:
         things = [c for c in self.categories.items if c.isthing]
-        metrics, self.per_class, masks = coco_metrics(self.records, [c.id for c in things],
+        metrics, self.class_table, masks = coco_metrics(self.records, [c.id for c in things],
                                                       [c.name for c in things], self.max_detections)
         self.mask_result = masks
         return metrics
 
 
-Detections = list[np.ndarray]  # boxes, labels, scores, masks of one image, in the ONNX model's output order
+class CocoTestEvaluator(CocoEvaluator, TestEvaluator):
+    """COCO AP over the test images; every detection in COCO results format (detections.json); the
+    precision-recall curves and a grid of the first images as figures."""
+
+    summary_keys = ("mask_ap", "mask_ap50", "mask_ap75", "box_ap", "box_ap50", "mask_ar_100")
+
+    def __init__(self, categories: Categories, config: dict[str, Any], overlays: int, predictions: Path) -> None:
+        super().__init__(categories, config)
+        self.overlays, self.predictions = overlays, predictions
+        self.sample_ids: list[str] = []
+        self.shown: list[tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []
+
+    def process(self, batch: dict[str, Any], outputs: list[dict[str, torch.Tensor]]) -> None:
+        super().process(batch, outputs)
+        self.sample_ids.extend(batch["sample_id"])
+        for image, target, output in zip(batch["image"], batch["targets"], outputs, strict=True):
+            if len(self.shown) < self.overlays:
+                self.shown.append((image, target, {k: v.cpu() for k, v in output.items()}))
+
+    def per_class(self) -> pd.DataFrame:
+        return self.class_table
+
+    def close(self) -> None:
+        records = list(zip(self.sample_ids, self.records, strict=True))  # COCOeval holds them all anyway
+        write_json(self.predictions / "detections.json", coco_results(records))
+
+    def figures(self) -> dict[str, Figure]:
+        categories, result, shown, threshold = self.categories, self.mask_result, self.shown, self.mask_threshold
+        things = [c.name for c in categories.items if c.isthing]
+        figures = {"precision_recall.png": lambda path: precision_recall_plot(result, things, path)}
+        if shown:
+            figures["predictions.png"] = lambda path: instance_grid(shown, categories, threshold, path)
+        return figures
+
+
+Detections = Run  # boxes, labels, scores, masks of one image, in the ONNX model's output order
 
 
 def detection_parity(torch_runs: list[Detections], onnx_runs: list[Detections],
@@ -124,6 +158,7 @@ class InstanceTask(Task):
     map_name = "instance maps"
     output_names = ExportableInstance.OUTPUTS
     with_instances = True
+    parity_blank_image = True
 
     def model_config(self, params: Params, categories: Categories) -> dict[str, Any]:
         return {"task": self.name, "name": params.model.name, "num_classes": categories.num_classes,
@@ -143,52 +178,25 @@ class InstanceTask(Task):
     def forward_eval(self, model: nn.Module, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         return model(list(images))
 
-    @torch.no_grad()
-    def evaluate(self, trained: TrainedModel, manifest: pd.DataFrame, params: Params, device: torch.device,
-                 workers: int, predictions: Path) -> Evaluation:
-        options = trained.saved["config"]["mask_rcnn"]
-        evaluator = CocoEvaluator(trained.categories, trained.saved["config"])
-        to_input = trained.input_transform()
-        dataset = DecodingSegmentation(manifest, instances=True)
-        loader = data_loader(dataset, workers, batch_size=1, collate_fn=collate_instances)
-        samples = []
-        for batch in track(loader, len(manifest), "evaluate"):
-            outputs = self.forward_eval(trained.model, to_input(batch["image"].to(device)))
-            evaluator.process(batch, outputs)
-            if len(samples) < params.evaluate.overlays:
-                samples.append((batch["image"][0], batch["targets"][0], {k: v.cpu() for k, v in outputs[0].items()}))
-        metrics = {**evaluator.compute(), "images": len(manifest)}
-        categories, result = trained.categories, evaluator.mask_result
-        things = [c.name for c in categories.items if c.isthing]
-        figures = {"precision_recall.png": lambda path: precision_recall_plot(result, things, path)}
-        if samples:
-            threshold = options["mask_threshold"]
-            figures["predictions.png"] = lambda path: instance_grid(samples, categories, threshold, path)
-        keys = ("mask_ap", "mask_ap50", "mask_ap75", "box_ap", "box_ap50", "mask_ar_100")
-        summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in keys)
-        records = list(zip(manifest.sample_id, evaluator.records, strict=True))  # COCOeval holds them all anyway
-        write_json(predictions / "detections.json", coco_results(records))
-        return Evaluation(metrics, evaluator.per_class, figures, f": {summary}")
+    def test_evaluator(self, trained: TrainedModel, params: Params, predictions: Path) -> TestEvaluator:
+        return CocoTestEvaluator(trained.categories, trained.saved["config"], params.evaluate.overlays, predictions)
 
-    def export(self, trained: TrainedModel, samples: list[dict[str, Any]], inputs: list[torch.Tensor], path: Path,
-               params: Params) -> ExportCheck:
-        """Trace on the input with the most detections (a model traced without any can lose its mask branch),
-        then compare onnxruntime with PyTorch on every input and on a blank image (usually no detection), and
-        the mask AP of both on the test samples (within 0.5 points)."""
-        model = self.onnx_module(trained.model)
-        checked = [*inputs, torch.zeros_like(inputs[0])]  # the test images and a blank one
-        torch_runs = [[t.numpy() for t in self.onnx_outputs(trained.model, x)] for x in checked]
-        example = busiest_input(inputs, torch_runs)
-        axes = {INPUT: {2: "height", 3: "width"}, "masks": {0: "detections", 2: "height", 3: "width"},
+    def dynamic_axes(self, config: dict[str, Any]) -> dict[str, dict[int, str]]:
+        return {INPUT: {2: "height", 3: "width"}, "masks": {0: "detections", 2: "height", 3: "width"},
                 **{name: {0: "detections"} for name in ("boxes", "labels", "scores")}}
-        export_onnx(model, path, example, params.export.opset, self.output_names, axes)
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        onnx_runs = [session.run(None, {INPUT: x.numpy()}) for x in checked]
+
+    def trace_input(self, config: dict[str, Any], inputs: list[torch.Tensor], torch_runs: list[Run]) -> torch.Tensor:
+        """The input with the most detections: a model traced without any can lose its mask branch."""
+        return busiest_input(inputs, torch_runs)
+
+    def compare(self, trained: TrainedModel, samples: list[dict[str, Any]], torch_runs: list[Run],
+                onnx_runs: list[Run], params: Params) -> ExportCheck:
+        """Match the detections of both runs (on the test images and a blank one, which usually has none), and
+        compare the mask AP of both on the test samples (within 0.5 points)."""
         config = trained.saved["config"]
         check = detection_parity(torch_runs, onnx_runs, config["mask_rcnn"]["mask_threshold"])
-        report: dict[str, Any] = {**check, "min_agreement": params.export.min_agreement}
         torch_ap, onnx_ap = (mask_ap(trained.categories, config, samples, runs) for runs in (torch_runs, onnx_runs))
-        report.update(parity_mask_ap_torch=torch_ap, parity_mask_ap_onnx=onnx_ap)
+        report: dict[str, Any] = {**check, "parity_mask_ap_torch": torch_ap, "parity_mask_ap_onnx": onnx_ap}
         failure = ""
         if check["matched_share"] < params.export.min_agreement:
             failure = (f"ONNX detections match PyTorch's for {check['matched_share']:.4f} of them, below "
@@ -196,7 +204,6 @@ class InstanceTask(Task):
         elif abs(torch_ap - onnx_ap) > MAX_AP_GAP:
             failure = (f"the ONNX model's mask AP on the parity images is {onnx_ap:.4f}, PyTorch's {torch_ap:.4f}: "
                        f"more than {MAX_AP_GAP} apart")
-        report.update(latency(model, session, example, params.export.latency_runs))
         summary = (f"{check['matched_share']:.4f} of {check['torch_detections']} detections matched (label, box IoU "
                    f">= 0.9), max score diff {check['max_score_diff']:.1e}, min mask IoU {check['min_mask_iou']:.4f}, "
                    f"mask AP {onnx_ap:.4f} vs PyTorch {torch_ap:.4f}")

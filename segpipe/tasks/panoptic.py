@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
 import torch
 from PIL import Image
@@ -21,15 +20,15 @@ from torch import nn
 from segpipe.coco_panoptic import document, id_to_rgb, segments_info
 from segpipe.config import Params
 from segpipe.data.canonical import Categories
-from segpipe.data.dataset import DecodingSegmentation, data_loader
 from segpipe.distributed import reduce_sum
+from segpipe.evaluation import Evaluator, Figure, TestEvaluator
 from segpipe.fsutil import write_json
 from segpipe.metrics import ConfusionMatrix
-from segpipe.onnx_export import INPUT, export_onnx, latency
+from segpipe.onnx_export import ExportCheck, Run
 from segpipe.panoptic_postprocess import PanopticMap
 from segpipe.panoptic_quality import PanopticCategory, PQResult, PQStat, Segment, image_stat, pq_result
-from segpipe.progress import track
-from segpipe.tasks.base import Criterion, Evaluation, Evaluator, ExportCheck, Rendered, Task
+from segpipe.rendering import Rendered
+from segpipe.tasks.base import Criterion, Task
 from segpipe.tasks.objects import collate_instances, require_things
 from segpipe.tasks.panoptic_models import (
     BY_POSTPROCESS,
@@ -131,6 +130,37 @@ class PanopticEvaluator(Evaluator):
         return pd.DataFrame(rows)
 
 
+class PanopticTestEvaluator(PanopticEvaluator, TestEvaluator):
+    """PQ over the test images; the ground truth and the predictions in COCO panoptic format (so other tools can
+    score them); a grid of the first images as the figure."""
+
+    summary_keys = ("pq", "sq", "rq", "pq_things", "pq_stuff", "miou")
+
+    def __init__(self, categories: Categories, config: dict[str, Any], overlays: int, predictions: Path) -> None:
+        super().__init__(categories, config)
+        self.overlays = overlays
+        self.sets = {part: CocoPanopticSet(predictions, part, categories) for part in ("gt", "pred")}
+        self.shown: list[tuple[torch.Tensor, tuple, tuple]] = []
+
+    def process(self, batch: dict[str, Any], outputs: list[RawOutputs]) -> None:
+        for sample_id, image, semantic, target, raw in zip(batch["sample_id"], batch["image"], batch["semantic"],
+                                                           batch["targets"], outputs, strict=True):
+            predicted = self.predict(raw)
+            truth, gt, pred = self.add(semantic, target, predicted)
+            self.sets["gt"].add(sample_id, *gt)
+            self.sets["pred"].add(sample_id, *pred)
+            if len(self.shown) < self.overlays:
+                self.shown.append((image, (truth.category, truth.instance), (predicted.category, predicted.instance)))
+
+    def close(self) -> None:
+        for coco_set in self.sets.values():
+            coco_set.close()
+
+    def figures(self) -> dict[str, Figure]:
+        categories, shown = self.categories, self.shown
+        return {"predictions.png": lambda path: panoptic_grid(shown, categories, path)} if shown else {}
+
+
 class PanopticTask(Task):
     name = "panoptic"
     objective = "pq"
@@ -138,6 +168,7 @@ class PanopticTask(Task):
     map_name = "panoptic PNGs"
     output_names = DeepLabFamily.output_names  # Panoptic FPN's: see onnx_names
     with_instances = True
+    parity_blank_image = True
 
     def model_config(self, params: Params, categories: Categories) -> dict[str, Any]:
         return {"task": self.name, "name": params.model.name, "num_classes": categories.num_classes,
@@ -159,70 +190,42 @@ class PanopticTask(Task):
     def forward_eval(self, model: nn.Module, images: torch.Tensor) -> list[RawOutputs]:
         return family_of(model).raw_outputs(model, images)
 
-    @torch.no_grad()
-    def evaluate(self, trained: TrainedModel, manifest: pd.DataFrame, params: Params, device: torch.device,
-                 workers: int, predictions: Path) -> Evaluation:
-        """PQ over the test images; the ground truth and the predictions also go to reports/test_predictions/
-        in COCO panoptic format, so other tools can score them."""
-        evaluator = PanopticEvaluator(trained.categories, trained.saved["config"])
-        to_input = trained.input_transform()
-        dataset = DecodingSegmentation(manifest, instances=True)
-        loader = data_loader(dataset, workers, batch_size=1, collate_fn=collate_instances)
-        shown = []
-        sets = {part: CocoPanopticSet(predictions, part, trained.categories) for part in ("gt", "pred")}
-        for sample_id, batch in zip(manifest.sample_id, track(loader, len(manifest), "evaluate"), strict=True):
-            raw = self.forward_eval(trained.model, to_input(batch["image"].to(device)))[0]
-            predicted = evaluator.predict(raw)
-            truth, gt, pred = evaluator.add(batch["semantic"][0], batch["targets"][0], predicted)
-            sets["gt"].add(sample_id, *gt)
-            sets["pred"].add(sample_id, *pred)
-            if len(shown) < params.evaluate.overlays:
-                shown.append((batch["image"][0], (truth.category, truth.instance),
-                              (predicted.category, predicted.instance)))
-        metrics = {**evaluator.compute(), "images": len(manifest)}
-        categories = trained.categories
-        figures = {"predictions.png": lambda path: panoptic_grid(shown, categories, path)} if shown else {}
-        for coco_set in sets.values():
-            coco_set.close()
-        summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("pq", "sq", "rq", "pq_things", "pq_stuff", "miou"))
-        return Evaluation(metrics, evaluator.per_class(), figures, f": {summary}")
+    def test_evaluator(self, trained: TrainedModel, params: Params, predictions: Path) -> TestEvaluator:
+        return PanopticTestEvaluator(trained.categories, trained.saved["config"], params.evaluate.overlays,
+                                     predictions)
 
-    def export(self, trained: TrainedModel, samples: list[dict[str, Any]], inputs: list[torch.Tensor], path: Path,
-               params: Params) -> ExportCheck:
-        """Export the model's raw outputs; run the shared post-processing on PyTorch's and onnxruntime's outputs
-        for the test images and a blank one, and compare the panoptic maps pixel by pixel and their PQ."""
+    def dynamic_axes(self, config: dict[str, Any]) -> dict[str, dict[int, str]]:
+        return family_for(config["name"]).dynamic_axes()
+
+    def trace_input(self, config: dict[str, Any], inputs: list[torch.Tensor], torch_runs: list[Run]) -> torch.Tensor:
+        return family_for(config["name"]).trace_input(inputs, torch_runs)
+
+    def compare(self, trained: TrainedModel, samples: list[dict[str, Any]], torch_runs: list[Run],
+                onnx_runs: list[Run], params: Params) -> ExportCheck:
+        """Run the shared post-processing on both runs (the test images and a blank one), and compare the panoptic
+        maps pixel by pixel and their PQ."""
         config = trained.saved["config"]
-        family = family_for(config["name"])
-        checked = [*inputs, torch.zeros_like(inputs[0])]
-        torch_runs = [self.onnx_outputs(trained.model, x) for x in checked]
-        example = family.trace_input(inputs, torch_runs)
-        module = self.onnx_module(trained.model)
-        export_onnx(module, path, example, params.export.opset, family.output_names, family.dynamic_axes())
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        onnx_runs = [[torch.from_numpy(a) for a in session.run(None, {INPUT: x.numpy()})] for x in checked]
         truths = [collate_instances([sample]) for sample in samples]  # one by one: test images may differ in size
         scores = {}
-        agree = total = 0
         for engine, runs in (("torch", torch_runs), ("onnx", onnx_runs)):
             evaluator = PanopticEvaluator(trained.categories, config)
-            maps = [evaluator.predict(run) for run in runs]
+            maps = [evaluator.predict([torch.from_numpy(output) for output in run]) for run in runs]
             for truth, predicted in zip(truths, maps, strict=False):
                 evaluator.add(truth["semantic"][0], truth["targets"][0], predicted)
             scores[engine] = (evaluator.compute()["pq"], maps)
+        agree = total = 0
         for expected, got in zip(scores["torch"][1], scores["onnx"][1], strict=True):
             agree += int(((expected.category == got.category) & (expected.instance == got.instance)).sum())
             total += expected.category.numel()
         agreement, torch_pq, onnx_pq = agree / total, scores["torch"][0], scores["onnx"][0]
-        report: dict[str, Any] = {"parity_images": len(checked), "panoptic_pixel_agreement": agreement,
-                                  "parity_pq_torch": torch_pq, "parity_pq_onnx": onnx_pq,
-                                  "min_agreement": params.export.min_agreement}
+        report = {"parity_images": len(torch_runs), "panoptic_pixel_agreement": agreement,
+                  "parity_pq_torch": torch_pq, "parity_pq_onnx": onnx_pq}
         failure = ""
         if agreement < params.export.min_agreement:
             failure = (f"the ONNX model's panoptic maps agree with PyTorch's on {agreement:.5f} of the pixels, below "
                        f"export.min_agreement {params.export.min_agreement}")
         elif abs(torch_pq - onnx_pq) > MAX_PQ_GAP:
             failure = f"the ONNX model's PQ is {onnx_pq:.4f}, PyTorch's {torch_pq:.4f}: more than {MAX_PQ_GAP} apart"
-        report.update(latency(module, session, example, params.export.latency_runs))
         summary = f"panoptic pixel agreement {agreement:.5f}, PQ {onnx_pq:.4f} vs PyTorch {torch_pq:.4f}"
         return ExportCheck(report, failure, summary)
 

@@ -6,22 +6,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
 import torch
 from torch import nn
 
-from segpipe.config import Params
+from segpipe.config import EvaluateParams, Params
 from segpipe.data.canonical import Categories
-from segpipe.data.dataset import DecodingSegmentation, data_loader
 from segpipe.data.imageio import save_label
 from segpipe.distributed import reduce_sum
+from segpipe.evaluation import Evaluator, Figure, TestEvaluator
 from segpipe.inference import infer
 from segpipe.losses import build_loss, median_frequency_weights
 from segpipe.metrics import BoundaryF1, ConfusionMatrix
-from segpipe.onnx_export import INPUT, SPATIAL_AXES, export_onnx, latency, parity
-from segpipe.progress import track
-from segpipe.tasks.base import Criterion, Evaluation, Evaluator, ExportCheck, Rendered, Task
+from segpipe.onnx_export import INPUT, SPATIAL_AXES, ExportCheck, Run, logit_parity
+from segpipe.rendering import Rendered
+from segpipe.tasks.base import Criterion, Task
 from segpipe.viz import confusion_matrix_plot, overlay, prediction_grid
 
 if TYPE_CHECKING:
@@ -66,6 +65,51 @@ class SemanticValidation(Evaluator):
                 "pixel_accuracy": metrics["pixel_accuracy"], "mean_accuracy": metrics["mean_accuracy"]}
 
 
+class SemanticTestEvaluator(TestEvaluator):
+    """The test metrics of the confusion matrix and boundary F1; a label-map PNG per image; the confusion matrix
+    and a grid of the first images as figures."""
+
+    summary_keys = ("miou", "pixel_accuracy", "mean_accuracy", "fwiou", "mean_dice", "boundary_f1")
+
+    def __init__(self, categories: Categories, settings: EvaluateParams, predictions: Path) -> None:
+        self.categories, self.predictions, self.overlays = categories, predictions, settings.overlays
+        self.summary_label = f" ({settings.mode})"
+        self.matrix = ConfusionMatrix(categories.num_classes, categories.ignore_index)
+        self.boundary = BoundaryF1(categories.num_classes, categories.ignore_index, settings.boundary_tolerance)
+        self.shown: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def process(self, batch: dict[str, Any], outputs: torch.Tensor) -> None:
+        prediction, target = outputs.argmax(1).cpu(), batch["semantic"].long()
+        self.matrix.update(prediction, target)
+        self.boundary.update(prediction, target)
+        for index, sample_id in enumerate(batch["sample_id"]):
+            save_label(prediction[index].numpy(), self.predictions / f"{sample_id}.png")  # its predicted class ids
+            if len(self.shown) < self.overlays:
+                self.shown.append((batch["image"][index], target[index], prediction[index]))
+
+    def reduce(self) -> None:
+        self.matrix.reduce()
+        self.boundary.reduce()
+
+    def compute(self) -> dict[str, float]:
+        return {**self.matrix.compute(), "boundary_f1": self.boundary.compute()}
+
+    def per_class(self) -> pd.DataFrame:
+        per = self.matrix.per_class()
+        return pd.DataFrame({
+            "class": self.categories.names, "iou": per["iou"].numpy(), "accuracy": per["accuracy"].numpy(),
+            "dice": per["dice"].numpy(), "support_pixels": per["support"].numpy().astype("int64"),
+            "present": per["present"].numpy(),
+        })
+
+    def figures(self) -> dict[str, Figure]:
+        categories, matrix, shown = self.categories, self.matrix.matrix, self.shown
+        figures = {"confusion_matrix.png": lambda path: confusion_matrix_plot(matrix, categories.names, path)}
+        if shown:
+            figures["predictions.png"] = lambda path: prediction_grid(shown, categories, path)
+        return figures
+
+
 class SemanticTask(Task):
     name = "semantic"
     objective = "miou"
@@ -89,53 +133,27 @@ class SemanticTask(Task):
     def forward_eval(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return model(images)
 
-    @torch.no_grad()
-    def evaluate(self, trained: TrainedModel, manifest: pd.DataFrame, params: Params, device: torch.device,
-                 workers: int, predictions: Path) -> Evaluation:
-        settings, categories = params.evaluate, trained.categories
-        matrix = ConfusionMatrix(categories.num_classes, categories.ignore_index)
-        boundary = BoundaryF1(categories.num_classes, categories.ignore_index, settings.boundary_tolerance)
-        to_input = trained.input_transform()
-        loader = data_loader(DecodingSegmentation(manifest), workers, batch_size=1)
-        samples = []
-        for sample_id, batch in zip(manifest.sample_id, track(loader, len(manifest), "evaluate"), strict=True):
-            images = to_input(batch["image"].to(device))
-            logits = infer(trained.model, images, settings.mode, categories.num_classes, settings.window,
-                           settings.stride)
-            prediction, target = logits.argmax(1).cpu(), batch["semantic"].long()
-            matrix.update(prediction, target)
-            boundary.update(prediction, target)
-            save_label(prediction[0].numpy(), predictions / f"{sample_id}.png")  # its predicted class ids
-            if len(samples) < settings.overlays:
-                samples.append((batch["image"][0], target[0], prediction[0]))
-        metrics = {**matrix.compute(), "boundary_f1": boundary.compute(), "images": len(manifest)}
-        per = matrix.per_class()
-        per_class = pd.DataFrame({
-            "class": categories.names, "iou": per["iou"].numpy(), "accuracy": per["accuracy"].numpy(),
-            "dice": per["dice"].numpy(), "support_pixels": per["support"].numpy().astype("int64"),
-            "present": per["present"].numpy(),
-        })
-        figures = {"confusion_matrix.png": lambda path: confusion_matrix_plot(matrix.matrix, categories.names, path)}
-        if samples:
-            figures["predictions.png"] = lambda path: prediction_grid(samples, categories, path)
-        keys = ("miou", "pixel_accuracy", "mean_accuracy", "fwiou", "mean_dice", "boundary_f1")
-        summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in keys)
-        return Evaluation(metrics, per_class, figures, f" ({settings.mode}): {summary}")
+    def test_evaluator(self, trained: TrainedModel, params: Params, predictions: Path) -> TestEvaluator:
+        return SemanticTestEvaluator(trained.categories, params.evaluate, predictions)
 
-    def export(self, trained: TrainedModel, samples: list[dict[str, Any]], inputs: list[torch.Tensor], path: Path,
-               params: Params) -> ExportCheck:
-        export_onnx(trained.model, path, inputs[0], params.export.opset, self.output_names,
-                    {INPUT: SPATIAL_AXES, OUTPUT: SPATIAL_AXES})
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        result = parity(trained.model, lambda x: session.run(None, {INPUT: x})[0], inputs)
-        report: dict[str, Any] = {"parity_images": result.images, "max_abs_logit_diff": result.max_abs_logit_diff,
-                                  "argmax_agreement": result.argmax_agreement,
-                                  "min_agreement": params.export.min_agreement}
+    def forward_test(self, trained: TrainedModel, images: torch.Tensor, params: Params) -> torch.Tensor:
+        """Logits of the whole image, or of sliding windows over it (``evaluate.mode``)."""
+        settings = params.evaluate
+        return infer(trained.model, images, settings.mode, trained.categories.num_classes, settings.window,
+                     settings.stride)
+
+    def dynamic_axes(self, config: dict[str, Any]) -> dict[str, dict[int, str]]:
+        return {INPUT: SPATIAL_AXES, OUTPUT: SPATIAL_AXES}
+
+    def compare(self, trained: TrainedModel, samples: list[dict[str, Any]], torch_runs: list[Run],
+                onnx_runs: list[Run], params: Params) -> ExportCheck:
+        result = logit_parity([run[0] for run in torch_runs], [run[0] for run in onnx_runs])
+        report = {"parity_images": result.images, "max_abs_logit_diff": result.max_abs_logit_diff,
+                  "argmax_agreement": result.argmax_agreement}
         if result.argmax_agreement < params.export.min_agreement:
             return ExportCheck(report, f"ONNX argmax agreement {result.argmax_agreement:.5f} is below "
                                        f"export.min_agreement {params.export.min_agreement} "
                                        f"(max logit diff {result.max_abs_logit_diff:.2e})")
-        report.update(latency(trained.model, session, inputs[0], params.export.latency_runs))
         return ExportCheck(report, summary=f"argmax agreement {result.argmax_agreement:.5f}, max logit diff "
                                            f"{result.max_abs_logit_diff:.1e}")
 
