@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from segpipe.config import load_params
 from segpipe.data.canonical import read_manifest, write_manifest
 from segpipe.data.ingest import ingest
 from segpipe.evaluation import evaluate_test
 from segpipe.fsutil import write_json
+from segpipe.params import load_params
 from segpipe.paths import MODEL
 from segpipe.trained_model import TrainedModel
 

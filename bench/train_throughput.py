@@ -22,13 +22,13 @@ from pathlib import Path
 
 import torch
 
-from segpipe.config import load_params
 from segpipe.data.canonical import read_manifest
 from segpipe.data.dataset import DecodingSegmentation, data_loader
 from segpipe.distributed import init_runtime
 from segpipe.engine import StepSettings, train_one_epoch
 from segpipe.fsutil import write_json
 from segpipe.onnx_export import latency
+from segpipe.params import load_params
 from segpipe.paths import CACHE, MODEL, ONNX_MODEL, SPLIT
 from segpipe.training import Trainer
 from segpipe.transforms import build

@@ -17,7 +17,7 @@ from prefect.schedules import Cron
 
 from flows.pipeline import segmentation_pipeline
 from flows.sweep import segmentation_sweep
-from segpipe.config import load_params
+from segpipe.params import load_params
 from segpipe.stage import telemetry_off
 
 PIPELINE_ENTRYPOINT = "flows/pipeline.py:segmentation_pipeline"

@@ -22,10 +22,10 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.sweep_trial import run_trial
 from segpipe import tracking
-from segpipe.config import Params, SweepParams, load_params, parse_params
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import working_directory, write_json
 from segpipe.overrides import ParamsGuard, apply_overrides, dvc_set_args
+from segpipe.params import Params, SweepParams, load_params, parse_params
 from segpipe.sweep.report import arm_table, reported_test_metric, summary_markdown, summary_table
 from segpipe.sweep.search import Batch, search
 from segpipe.tasks import get_task

@@ -50,7 +50,7 @@ def _denoise(args: argparse.Namespace) -> None:
 
 def _sync_tracking(args: argparse.Namespace) -> None:
     from segpipe import tracking
-    from segpipe.config import load_params
+    from segpipe.params import load_params
     from segpipe.tracking.outbox import Outbox
 
     params = load_params(args.params)

@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from segpipe.config import Params
 from segpipe.errors import SegpipeError
+from segpipe.params import Params
 
 
 def listed_params(dvc_yaml: Path) -> dict[str, list[str]]:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
-from segpipe.config import Params
 from segpipe.data.dataset import DecodingSegmentation, data_loader
+from segpipe.params import Params
 from segpipe.progress import track
 
 if TYPE_CHECKING:

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segpipe.config import LossParams
 from segpipe.errors import SegpipeError
+from segpipe.params import LossParams
 
 
 def median_frequency_weights(class_pixels: np.ndarray, image_pixels: np.ndarray) -> list[float]:

@@ -20,10 +20,10 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from segpipe.config import Params
 from segpipe.data.imageio import sha256_file
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import atomic_path
+from segpipe.params import Params
 
 if TYPE_CHECKING:
     from segpipe.trained_model import TrainedModel

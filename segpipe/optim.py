@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from segpipe.config import OptimizerParams, ScheduleParams
+from segpipe.params import OptimizerParams, ScheduleParams
 
 
 def build_optimizer(model: nn.Module, params: OptimizerParams) -> torch.optim.Optimizer:

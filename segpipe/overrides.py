@@ -12,9 +12,9 @@ import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from segpipe.config import Params, parse_params
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import write_atomic
+from segpipe.params import Params, parse_params
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

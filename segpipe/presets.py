@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from segpipe.config import parse_params
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import write_atomic
+from segpipe.params import parse_params
 
 
 def available() -> list[str]:

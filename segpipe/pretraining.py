@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segpipe.config import Params
 from segpipe.data.canonical import Categories
 from segpipe.distributed import reduce_sum
 from segpipe.evaluation import Evaluator
 from segpipe.models import build_model
 from segpipe.models.encoders import Encoder, encoder_of
+from segpipe.params import Params
 from segpipe.tasks import get_task
 from segpipe.tasks.base import Criterion, Learner
 

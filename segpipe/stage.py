@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from segpipe.config import Params, load_params
 from segpipe.errors import SegpipeError
+from segpipe.params import Params, load_params
 
 TELEMETRY_FILE = Path(__file__).with_name("telemetry_off.mk")  # the one list; the Makefile includes it too
 

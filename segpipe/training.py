@@ -17,7 +17,6 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from segpipe import checkpoint
 from segpipe.catalog import weights_file
-from segpipe.config import Params
 from segpipe.data.canonical import Categories
 from segpipe.data.dataset import CachedSegmentation
 from segpipe.data.split import labelled_subset
@@ -26,6 +25,7 @@ from segpipe.engine import StepSettings, eval_loader, train_loader, train_one_ep
 from segpipe.errors import SegpipeError
 from segpipe.models.encoders import encoder_of
 from segpipe.optim import build_optimizer, build_scheduler
+from segpipe.params import Params
 from segpipe.paths import AUGMENT_POLICY
 from segpipe.progress import duration
 from segpipe.tasks import get_task

@@ -16,7 +16,7 @@ from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
 from torchvision.transforms import v2
 
-from segpipe.config import AugmentParams
+from segpipe.params import AugmentParams
 
 
 class SemanticMask(tv_tensors.Mask):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from segpipe.config import Params
 from segpipe.data.cache import build_split_cache, check_crop_fits, label_dtype, target_size
 from segpipe.data.canonical import CATEGORIES_FILE, Categories, read_manifest
 from segpipe.data.dataset import CachedSegmentation
 from segpipe.data.split import SPLITS
 from segpipe.fsutil import atomic_dir, write_json
+from segpipe.params import Params
 from segpipe.paths import AUGMENT_POLICY, CACHE, REPORTS, SPLIT
 from segpipe.stage import stage_main
 from segpipe.transforms import build, device_spec, sample_spec

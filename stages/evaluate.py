@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from segpipe import tracking
-from segpipe.config import Params
 from segpipe.data.canonical import read_manifest
 from segpipe.distributed import resolve_device
 from segpipe.errors import SegpipeError
 from segpipe.evaluation import Evaluation, evaluate_test
 from segpipe.fsutil import atomic_dir, write_atomic
+from segpipe.params import Params
 from segpipe.paths import METRICS, MODEL, REPORTS, SPLIT
 from segpipe.stage import stage_main
 from segpipe.trained_model import TrainedModel, metrics_json

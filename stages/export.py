@@ -6,12 +6,12 @@ import onnxruntime as ort
 import torch
 
 from segpipe import tracking
-from segpipe.config import Params
 from segpipe.data.canonical import read_manifest
 from segpipe.data.dataset import DecodingSegmentation
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import write_json
 from segpipe.onnx_export import contract, export_checked
+from segpipe.params import Params
 from segpipe.paths import EXPORT_REPORT, MODEL, ONNX_CONTRACT, ONNX_MODEL, SPLIT
 from segpipe.stage import stage_main
 from segpipe.trained_model import TrainedModel

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from segpipe.config import Params
 from segpipe.data.ingest import ingest
+from segpipe.params import Params
 from segpipe.paths import RAW
 from segpipe.stage import stage_main
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from segpipe.config import DEFAULT_PARAMS, Params
 from segpipe.dvc_params import check_listed_params
 from segpipe.fsutil import write_json
+from segpipe.params import DEFAULT_PARAMS, Params
 from segpipe.paths import PARAMS_CHECK
 from segpipe.stage import stage_main
 

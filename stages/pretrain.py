@@ -12,11 +12,11 @@ import pandas as pd
 import torch
 
 from segpipe import checkpoint, tracking
-from segpipe.config import Params
 from segpipe.data.cache import label_dtype
 from segpipe.data.extra_images import cache_extra_images
 from segpipe.distributed import barrier, init_runtime, shutdown
 from segpipe.fsutil import atomic_dir, write_atomic, write_json
+from segpipe.params import Params
 from segpipe.paths import AUGMENT_POLICY, CACHE, MODELS, PRETRAIN_SUMMARY, PRETRAINED, REPORTS, SPLIT
 from segpipe.pretraining import VALIDATION_SEED, PretrainLearner, corrupt, encoder_weights
 from segpipe.stage import stage_main, warn

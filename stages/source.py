@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from segpipe.config import Params
 from segpipe.data.source_link import link_sources
+from segpipe.params import Params
 from segpipe.stage import stage_main
 
 

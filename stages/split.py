@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from segpipe.config import Params
 from segpipe.data.canonical import CATEGORIES_FILE, MANIFEST_FILE, Categories, read_manifest, write_manifest
 from segpipe.data.split import class_shares, coverage, split
 from segpipe.fsutil import atomic_dir, write_json
+from segpipe.params import Params
 from segpipe.paths import CLEAN, REPORTS, SPLIT
 from segpipe.stage import stage_main, warn
 

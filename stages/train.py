@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 
 from segpipe import checkpoint, tracking
-from segpipe.config import Params
 from segpipe.distributed import init_runtime, shutdown
 from segpipe.fsutil import write_atomic, write_json
+from segpipe.params import Params
 from segpipe.paths import AUGMENT_POLICY, CACHE, MODEL, MODELS, REPORTS, SPLIT, TRAIN_SUMMARY
 from segpipe.stage import stage_main
 from segpipe.training import FitState, Trainer, fit, initial_weights_files, kept_epoch_summary

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from segpipe.config import Params, parse_params
+from segpipe.params import Params, parse_params
 from segpipe.stage import telemetry_off
 
 telemetry_off()

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from segpipe import presets
-from segpipe.config import parse_params
 from segpipe.data.canonical import read_manifest
 from segpipe.data.imageio import load_label
+from segpipe.params import parse_params
 from segpipe.paths import CLEAN, SPLIT
 from stages import augment, clean, evaluate, export, ingest, split, train
 

@@ -10,14 +10,14 @@ import pytest
 from torch import nn
 
 from segpipe import catalog
-from segpipe.config import parse_params
 from segpipe.errors import SegpipeError
 from segpipe.import_graph import PACKAGES, import_circles, import_graph, imported_names, module_name
+from segpipe.params import parse_params
 from tests.conftest import ALL_STAGES, REPO, segpipe_cli, staged_project, tiny_train_params
 
 
 def test_reading_params_loads_neither_torch_nor_the_tasks():
-    probe = ("import sys, segpipe.config, segpipe.stage_deps; print(sorted(m for m in sys.modules "
+    probe = ("import sys, segpipe.params, segpipe.stage_deps; print(sorted(m for m in sys.modules "
              "if m == 'torch' or m.startswith(('segpipe.tasks', 'segpipe.models'))))")
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
@@ -44,12 +44,12 @@ def test_a_circle_closed_inside_a_function_is_found_and_one_under_type_checking_
     (package / "low/__init__.py").write_text("from segpipe.low.base import thing\n")  # a package and its own module
     (package / "low/base.py").write_text("from segpipe.low.util import x\nthing = 1\n")
     (package / "low/util.py").write_text("x = 1\n")
-    (package / "config.py").write_text("def names():\n    from segpipe.tasks import table\n    return table\n")
-    (package / "tasks.py").write_text("from segpipe.config import names\ntable = {}\n")
+    (package / "params.py").write_text("def names():\n    from segpipe.tasks import table\n    return table\n")
+    (package / "tasks.py").write_text("from segpipe.params import names\ntable = {}\n")
     (package / "typed.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-                                      "    from segpipe.config import names\n")
-    (package / "config2.py").write_text("import segpipe.typed\n")
-    assert import_circles(import_graph(tmp_path, ("segpipe",))) == [["segpipe.config", "segpipe.tasks"]]
+                                      "    from segpipe.params import names\n")
+    (package / "other.py").write_text("import segpipe.typed\n")
+    assert import_circles(import_graph(tmp_path, ("segpipe",))) == [["segpipe.params", "segpipe.tasks"]]
 
 
 def test_params_name_the_catalog_problem_in_one_line():

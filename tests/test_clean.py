@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from segpipe.config import parse_params
 from segpipe.data.canonical import CATEGORIES_FILE, MANIFEST_FILE, Categories, read_manifest
 from segpipe.data.clean import clean
 from segpipe.data.imageio import load_image, load_label
 from segpipe.data.ingest import ingest
 from segpipe.errors import SegpipeError
+from segpipe.params import parse_params
 from tests.conftest import REPO, mask_folder_params, save_pair, scene, write_params
 
 EXPECTED_DROPS = {
@@ -195,11 +195,11 @@ def test_clean_stage_reports_and_errors_without_traceback(defect_dataset, workdi
 
 def test_images_above_the_pixel_limit_are_rejected_from_their_header(workdir):
     """Ingest copies nothing of an oversized image and clean rejects what is too large, without decoding it."""
-    from segpipe.config import parse_params
     from segpipe.data.canonical import Categories
     from segpipe.data.clean import clean
     from segpipe.data.imageio import TooLarge, load_image, oriented_size, set_pixel_limit
     from segpipe.data.ingest import ingest
+    from segpipe.params import parse_params
     from tests.conftest import mask_folder_params, save_pair, scene
 
     src = workdir / "src"

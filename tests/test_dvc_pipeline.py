@@ -101,7 +101,7 @@ def test_default_pipeline_learns(tmp_path):
 
 
 def test_the_same_source_spelt_another_way_reruns_only_ingest(tmp_path):
-    from segpipe.config import parse_params
+    from segpipe.params import parse_params
     from tests.conftest import mask_folder_params, save_pair, scene
 
     src = tmp_path / "src"

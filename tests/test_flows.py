@@ -137,7 +137,7 @@ def test_sweep_gives_one_child_run_per_trial(tmp_path, prefect_engine):
 
 
 def test_sweep_pools_the_seeds_of_each_arm():
-    from segpipe.config import SweepParams
+    from segpipe.params import SweepParams
     from segpipe.sweep.report import arm_table, summary_markdown
 
     sweep = SweepParams(space={"train.label_fraction": [0.1, 1.0], "model.weights": [None, "pretrained"],
@@ -159,7 +159,7 @@ def test_sweep_pools_the_seeds_of_each_arm():
 
 
 def test_trial_search_spaces():
-    from segpipe.config import RangeSpec
+    from segpipe.params import RangeSpec
     from segpipe.sweep.search import grid, optuna_distributions, random_trials
 
     assert grid({"a": [1, 2], "b": ["x", "y", "z"]})[-1] == {"a": 2, "b": "z"}
@@ -202,7 +202,7 @@ def test_instance_sweep_ranks_trials_by_val_mask_ap(tmp_path, prefect_engine):
 
 
 def test_a_test_metric_as_objective_is_refused_unless_asked_for():
-    from segpipe.config import parse_params
+    from segpipe.params import parse_params
 
     with pytest.raises(SegpipeError, match="orchestration.sweep: objective 'test_miou' is a test metric: choosing "
                                            "hyperparameters on the test set .* use val_miou"):

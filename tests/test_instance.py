@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from segpipe import checkpoint
-from segpipe.config import parse_params
 from segpipe.errors import SegpipeError
+from segpipe.params import parse_params
 from tests.conftest import (
     ALL_STAGES,
     REPO,

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from segpipe.config import parse_params
+from segpipe.params import parse_params
 from tests.conftest import REPO, THREE_CLASSES, save_pair, scene, write_params
 
 BINARY = [{"name": "background", "color": [0, 0, 0]}, {"name": "cell", "color": [255, 255, 255]}]

@@ -3,10 +3,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segpipe.config import parse_params
 from segpipe.errors import SegpipeError
 from segpipe.losses import DiceLoss, FocalLoss, build_loss, median_frequency_weights
 from segpipe.optim import build_optimizer, build_scheduler
+from segpipe.params import parse_params
 from tests.conftest import semantic_model
 
 IGNORE = 255

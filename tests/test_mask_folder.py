@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segpipe.config import parse_params
 from segpipe.data.imageio import load_label
 from segpipe.data.ingest import ingest
 from segpipe.errors import SegpipeError
+from segpipe.params import parse_params
 from tests.conftest import mask_folder_params, save_pair, scene
 
 

@@ -12,8 +12,8 @@ from PIL import Image
 
 from segpipe import checkpoint
 from segpipe.coco_panoptic import evaluate_folders, read_ids
-from segpipe.config import parse_params
 from segpipe.errors import SegpipeError
+from segpipe.params import parse_params
 from tests.conftest import ALL_STAGES, predict_two_images, staged_project, tiny_panoptic_params
 
 pytestmark = pytest.mark.slow

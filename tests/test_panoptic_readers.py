@@ -9,12 +9,12 @@ import pytest
 from PIL import Image
 
 from segpipe.coco_panoptic import id_to_rgb
-from segpipe.config import parse_params
 from segpipe.data.canonical import CATEGORIES_FILE, Categories
 from segpipe.data.clean import clean
 from segpipe.data.imageio import load_label
 from segpipe.data.ingest import ingest
 from segpipe.errors import SegpipeError
+from segpipe.params import parse_params
 from tests.conftest import scene
 
 H, W = 30, 40

@@ -131,9 +131,9 @@ def test_training_starts_from_the_pretrained_encoder(pretrained, tmp_path):
 
 
 def test_label_fraction_is_seeded_stratified_and_sets_the_epoch(pretrained):
-    from segpipe.config import parse_params
     from segpipe.data.dataset import CachedSegmentation
     from segpipe.data.split import labelled_subset
+    from segpipe.params import parse_params
     from segpipe.training import epoch_samples
 
     train = pd.read_parquet(pretrained / "data/split/train.parquet")

@@ -11,7 +11,6 @@ import yaml
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from segpipe.config import parse_params
 from segpipe.data.canonical import CATEGORIES_FILE, Categories
 from segpipe.data.clean import clean
 from segpipe.data.imageio import load_label
@@ -19,6 +18,7 @@ from segpipe.data.ingest import ingest
 from segpipe.data.split import split
 from segpipe.data.voc import VOC_CLASSES
 from segpipe.errors import SegpipeError
+from segpipe.params import parse_params
 from tests.conftest import scene
 
 

@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segpipe.config import parse_params
 from segpipe.data.split import class_shares, split
 from segpipe.errors import SegpipeError
+from segpipe.params import parse_params
 
 
 def manifest(n: int, predefined: list[str] | None = None, seed: int = 0) -> pd.DataFrame:

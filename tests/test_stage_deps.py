@@ -46,6 +46,6 @@ def test_catalog_references_count_for_the_stages_that_load_them(tmp_path):
                        "factory.py": "from segpipe.catalog import BUILDERS\n"
                                      "def make(name):\n    return load_object(BUILDERS[name])()\n"}.items():
         (package / name).write_text(text)
-    reading = {p.name for p in reached_files("segpipe.config", tmp_path)}
+    reading = {p.name for p in reached_files("segpipe.params", tmp_path)}
     building = {p.name for p in reached_files("segpipe.factory", tmp_path)}
     assert "net.py" not in reading and "net.py" in building

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
-from segpipe.config import parse_params
 from segpipe.data.dataset import make_sample
 from segpipe.data.synthetic import generate_scene
+from segpipe.params import parse_params
 from segpipe.transforms import build, device_spec, sample_spec
 
 IGNORE = 255

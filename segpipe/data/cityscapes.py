@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from segpipe.config import CityscapesParams
 from segpipe.data.canonical import Categories, Category, copy_image, new_row
 from segpipe.data.imageio import DecodeError, load_label
 from segpipe.data.panoptic_maps import SegmentLabel, paint_segments, write_maps
 from segpipe.errors import SegpipeError
+from segpipe.params import CityscapesParams
 
 IGNORE = 255
 INSTANCE_DIVISOR = 1000

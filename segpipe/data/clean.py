@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from segpipe.config import CleanParams
 from segpipe.data.canonical import SEMANTIC_DIR, Categories
 from segpipe.data.imageio import DecodeError, TooLarge, load_image, load_label, save_label, set_pixel_limit
 from segpipe.data.label_stats import binary_mask_hint, empty_class_warnings, ignore_share, ignore_warnings
 from segpipe.errors import SegpipeError
 from segpipe.parallel import parallel_map
+from segpipe.params import CleanParams
 
 FIXES = {
     "missing_image": "add the image with the same file stem, or remove the mask",

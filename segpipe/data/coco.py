@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from segpipe.config import CocoParams
 from segpipe.data.canonical import Categories, Category
 from segpipe.data.instances import BACKGROUND, AnnotatedSample, Annotation
 from segpipe.data.palette import class_color
 from segpipe.data.sample_ids import unique_ids
 from segpipe.errors import SegpipeError
+from segpipe.params import CocoParams
 
 
 def _field(record: dict, name: str, where: str, path: Path, kind: type | tuple[type, ...]) -> Any:

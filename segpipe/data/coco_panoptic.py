@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segpipe.coco_panoptic import load_panoptic_json, read_ids
-from segpipe.config import CocoPanopticParams
 from segpipe.data.canonical import Categories, Category, copy_image, new_row
 from segpipe.data.palette import class_color
 from segpipe.data.panoptic_maps import SegmentLabel, paint_segments, write_maps
 from segpipe.data.sample_ids import unique_ids
 from segpipe.errors import SegpipeError
+from segpipe.params import CocoPanopticParams
 
 
 @dataclass(frozen=True)

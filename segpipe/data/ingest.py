@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from segpipe.config import Params
 from segpipe.data import cityscapes, coco, coco_panoptic, mask_folder, synthetic, voc, yolo_seg
 from segpipe.data.canonical import (
     CATEGORIES_FILE,
@@ -24,6 +23,7 @@ from segpipe.data.sample_ids import require_unique
 from segpipe.data.sources import local_source
 from segpipe.fsutil import atomic_dir
 from segpipe.parallel import parallel_map
+from segpipe.params import Params
 
 
 def _materialize(sample, out_dir: Path, max_pixels: int | None) -> dict:

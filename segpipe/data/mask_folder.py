@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from segpipe.config import MaskFolderParams
 from segpipe.data.canonical import SEMANTIC_DIR, Categories, Category, copy_image, new_row
 from segpipe.data.imageio import DecodeError, load_color_label, load_label, save_label
 from segpipe.errors import SegpipeError
+from segpipe.params import MaskFolderParams
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 MASK_SUFFIXES = {".png", ".bmp", ".tif", ".tiff"}

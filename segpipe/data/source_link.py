@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from segpipe.config import IngestParams, Params
 from segpipe.data.sources import is_url
 from segpipe.errors import SegpipeError
+from segpipe.params import IngestParams, Params
 from segpipe.paths import EXTRA_SOURCE, SOURCE
 
 NOTE_HEADER = "# segpipe: the source data as DVC sees it (written by the source stage)\n"

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
-from segpipe.config import LimitsParams
 from segpipe.data.imageio import sha256_file
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import atomic_path
+from segpipe.params import LimitsParams
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 DOWNLOAD_DIR = Path("data/downloads")

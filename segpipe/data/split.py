@@ -8,10 +8,10 @@ import pandas as pd
 from sklearn.cluster import KMeans
 from sklearn.model_selection import train_test_split
 
-from segpipe.config import SplitParams
 from segpipe.data.canonical import Categories
 from segpipe.data.label_stats import empty_class_warnings, ignore_share, ignore_warnings, missing_from_eval_splits
 from segpipe.errors import SegpipeError
+from segpipe.params import SplitParams
 
 SPLITS = ("train", "val", "test")
 

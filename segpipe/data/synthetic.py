@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from segpipe.config import SyntheticParams
 from segpipe.data.canonical import IMAGES_DIR, INSTANCE_DIR, SEMANTIC_DIR, Categories, Category, new_row
 from segpipe.data.imageio import save_instance_map, save_label, sha256_file
 from segpipe.data.instances import table_from_maps
+from segpipe.params import SyntheticParams
 
 SKY, GRASS, ROAD, DISC, BOX, TRIANGLE = range(6)
 CATEGORIES = Categories(

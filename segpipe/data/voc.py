@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from segpipe.config import VocParams
 from segpipe.data.canonical import INSTANCE_DIR, SEMANTIC_DIR, Categories, Category, copy_image, new_row
 from segpipe.data.imageio import DecodeError, load_label, save_instance_map, save_label
 from segpipe.data.instances import table_from_maps
 from segpipe.data.palette import class_color
 from segpipe.errors import SegpipeError
+from segpipe.params import VocParams
 
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import yaml
 
-from segpipe.config import YoloSegParams
 from segpipe.data.canonical import Categories, Category
 from segpipe.data.instances import BACKGROUND, AnnotatedSample, Annotation
 from segpipe.data.mask_folder import IMAGE_SUFFIXES, files_by_stem
 from segpipe.data.palette import class_color
 from segpipe.errors import SegpipeError
+from segpipe.params import YoloSegParams
 
 NORMALIZED_REACH = 1.5  # normalised polygons may reach a little past the image border (clipped), never this far
 

@@ -7,7 +7,7 @@ import json
 import statistics
 from typing import Any
 
-from segpipe.config import SweepParams
+from segpipe.params import SweepParams
 
 SEED_KEY = "base.seed"  # trials that differ only in it are one arm of an experiment
 

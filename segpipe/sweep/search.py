@@ -9,7 +9,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from segpipe.config import RangeSpec, SweepParams
+from segpipe.params import RangeSpec, SweepParams
 
 Batch = list[dict[str, Any]]  # the overrides of trials run at once
 

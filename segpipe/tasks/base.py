@@ -23,11 +23,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from segpipe.config import Params
 from segpipe.data.canonical import Categories
 from segpipe.evaluation import Evaluator, TestEvaluator
 from segpipe.models import build_model
 from segpipe.onnx_export import Exportable
+from segpipe.params import Params
 from segpipe.rendering import Renderer
 
 if TYPE_CHECKING:

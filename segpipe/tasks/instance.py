@@ -13,12 +13,12 @@ from torch import nn
 from torchvision.ops import box_iou
 
 from segpipe.coco_eval import CocoResult, ImageRecord, coco_metrics, encode, record
-from segpipe.config import Params
 from segpipe.data.canonical import Categories
 from segpipe.evaluation import Evaluator, Figure, TestEvaluator
 from segpipe.fsutil import write_json
 from segpipe.models.mask_rcnn import ExportableInstance
 from segpipe.onnx_export import INPUT, ExportCheck, Run
+from segpipe.params import Params
 from segpipe.rendering import Rendered
 from segpipe.tasks.base import Criterion, Task
 from segpipe.tasks.objects import busiest_input, collate_instances, detection_targets, require_things

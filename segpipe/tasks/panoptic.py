@@ -18,7 +18,6 @@ from PIL import Image
 from torch import nn
 
 from segpipe.coco_panoptic import document, id_to_rgb, segments_info
-from segpipe.config import Params
 from segpipe.data.canonical import Categories
 from segpipe.distributed import reduce_sum
 from segpipe.evaluation import Evaluator, Figure, TestEvaluator
@@ -27,6 +26,7 @@ from segpipe.metrics import ConfusionMatrix
 from segpipe.onnx_export import ExportCheck, Run
 from segpipe.panoptic_postprocess import PanopticMap
 from segpipe.panoptic_quality import PanopticCategory, PQResult, PQStat, Segment, image_stat, pq_result
+from segpipe.params import Params
 from segpipe.rendering import Rendered
 from segpipe.tasks.base import Criterion, Task
 from segpipe.tasks.objects import collate_instances, require_things

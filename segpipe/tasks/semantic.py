@@ -10,7 +10,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from segpipe.config import EvaluateParams, Params
 from segpipe.data.canonical import Categories
 from segpipe.data.imageio import save_label
 from segpipe.distributed import reduce_sum
@@ -19,6 +18,7 @@ from segpipe.inference import infer
 from segpipe.losses import build_loss, median_frequency_weights
 from segpipe.metrics import BoundaryF1, ConfusionMatrix
 from segpipe.onnx_export import INPUT, SPATIAL_AXES, ExportCheck, Run, logit_parity
+from segpipe.params import EvaluateParams, Params
 from segpipe.rendering import Rendered
 from segpipe.tasks.base import Criterion, Task
 from segpipe.viz import confusion_matrix_plot, overlay, prediction_grid

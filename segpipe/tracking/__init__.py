@@ -17,8 +17,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from segpipe.config import Params
 from segpipe.fsutil import write_json
+from segpipe.params import Params
 from segpipe.paths import MLFLOW_RUN
 from segpipe.tracking.calls import run_ids
 from segpipe.tracking.connection import tracking_uri

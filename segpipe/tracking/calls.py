@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from segpipe.config import TrackingParams
 from segpipe.fsutil import write_json
+from segpipe.params import TrackingParams
 from segpipe.tracking.connection import fluent_store, mlflow_client, quiet_logger, tracking_uri
 from segpipe.tracking.outbox import state_dir
 

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from segpipe.config import TrackingParams
 from segpipe.errors import SegpipeError
+from segpipe.params import TrackingParams
 from segpipe.stage import telemetry_off
 
 HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from segpipe.config import Params, TrackingParams
+from segpipe.params import Params, TrackingParams
 from segpipe.tracking.calls import execute
 from segpipe.tracking.connection import credentials_error, refusal, refused_credentials, tracking_uri, unreachable
 from segpipe.tracking.outbox import Outbox

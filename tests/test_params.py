@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from segpipe.config import Params, load_params, parse_params
 from segpipe.errors import SegpipeError
+from segpipe.params import Params, load_params, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 
