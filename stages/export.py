@@ -53,7 +53,7 @@ def run(params: Params) -> dict:
     write_json(EXPORT_REPORT, report)
     _log_to_mlflow(params, trained, example, report)
     print(f"export: {ONNX_MODEL} {check.summary}; onnxruntime {report['onnxruntime_cpu_ms']:.1f} ms vs torch "
-          f"{report['torch_cpu_ms']:.1f} ms per {tuple(example.shape)}")
+          f"{report['torch_cpu_ms']:.1f} ms per {tuple(report['latency_input_shape'])}")
     return report
 
 
