@@ -28,7 +28,8 @@ def test_every_preset_the_readme_runs_exists():
 
 def test_dvc_metrics_show_is_described_by_the_files_dvc_yaml_lists():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    metrics = {next(iter(entry)) for stage in stages.values() for entry in stage.get("metrics", [])}
+    metrics = {entry if isinstance(entry, str) else next(iter(entry)) for stage in stages.values()
+               for entry in stage.get("metrics", [])}
     sentence = re.search(r"`dvc metrics show` prints (.*?)(?:\.\s|;)", README, re.DOTALL).group(1)
     named = set(re.findall(r"`(reports/[\w.]+)`", sentence))
     assert named == metrics
