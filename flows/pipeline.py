@@ -20,10 +20,15 @@ import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from segpipe import tracking
+from segpipe import dvc_remote, tracking
+from segpipe.checkout import CodeVersion, code_version, fallback_identity
+from segpipe.dvc_remote import GIT_REMOTE
+from segpipe.fsutil import working_directory
 from segpipe.overrides import dvc_set_args, write_overrides
+from segpipe.params import load_params
 from segpipe.paths import EXPORT_REPORT, METRICS
 from segpipe.stage import telemetry_off
+from segpipe.tracking.outbox import STATE_ENV, Outbox
 
 
 class StageFailed(RuntimeError):
@@ -74,12 +79,15 @@ def _worth_logging(line: str) -> bool:
 
 
 @task(task_run_name="{stage}", retry_condition_fn=_retry_if_transient)
-def run_stage(stage: str, project: str, timeout: float = 86400) -> str:
-    """Run one stage through DVC, streaming its output into the task's log; returns 'ran' or 'up to date'. A stage
-    still running after ``timeout`` seconds is killed as hung (orchestration.timeout_seconds)."""
+def run_stage(stage: str, project: str, timeout: float = 86400, pull: bool = False) -> str:
+    """Run one stage through DVC, streaming its output into the task's log; returns 'ran', 'restored' (from the
+    run cache: someone ran it with the same code, params and data) or 'up to date'. With ``pull``, the outputs of
+    a restored stage come from the DVC remote. A stage still running after ``timeout`` seconds is killed as hung
+    (orchestration.timeout_seconds)."""
     logger = get_run_logger()
     lines = []
-    with subprocess.Popen(["dvc", "repro", "--single-item", stage], cwd=project, env=stage_environment(),
+    command = ["dvc", "repro", "--single-item", *(["--pull"] if pull else []), stage]
+    with subprocess.Popen(command, cwd=project, env=stage_environment(),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                           start_new_session=True) as process:
         watchdog = threading.Timer(timeout, os.killpg, (process.pid, signal.SIGKILL))
@@ -97,7 +105,9 @@ def run_stage(stage: str, project: str, timeout: float = 86400) -> str:
                                  f"hung; last output: {' | '.join(output.strip().splitlines()[-2:])}", user_error=False)
     if process.returncode != 0:
         raise _failure(stage, output)
-    return "ran" if f"Running stage '{stage}'" in output else "up to date"
+    if f"Running stage '{stage}'" in output:
+        return "ran"
+    return "restored" if f"Stage '{stage}' is cached" in output else "up to date"
 
 
 def read_results(project: Path) -> dict[str, Any]:
@@ -121,38 +131,84 @@ def _table(title: str, values: dict[str, Any]) -> str:
     return f"| {title} | value |\n|---|---|\n{rows}\n\n"
 
 
-def markdown_report(results: dict[str, Any], stages: dict[str, str], overrides: dict[str, Any]) -> str:
-    """The flow run's artifact: the MLflow run, overrides, test metrics, the export's parity check, stages."""
+def markdown_report(results: dict[str, Any], stages: dict[str, str], overrides: dict[str, Any],
+                    code: CodeVersion) -> str:
+    """The flow run's artifact: the code's commit, the MLflow run, overrides, test metrics, the export's parity
+    check, stages."""
     stage_rows = "\n".join(f"| {k} | {v} |" for k, v in stages.items())
-    return (f"# segmentation pipeline\n\nMLflow run: {run_link(results['tracking_uri'], results['mlflow_run_id'])}\n\n"
+    return (f"# segmentation pipeline\n\nCode: {code.describe()}\n\n"
+            f"MLflow run: {run_link(results['tracking_uri'], results['mlflow_run_id'])}\n\n"
             f"Overrides: `{json.dumps(overrides)}`\n\n{_table('test metric', results['metrics'])}"
             f"{_table('ONNX export check', results['export'])}| stage | status |\n|---|---|\n{stage_rows}\n")
 
 
+def save_experiment(root: Path, overrides: dict[str, Any], name: str | None, remote: str | None) -> None:
+    """Save the run with ``overrides`` as a DVC experiment, and push it to the git remote when there is a DVC
+    remote (``dvc exp list origin`` in any clone shows it)."""
+    name = name or "flow-" + "-".join(f"{k.split('.')[-1]}{v}" for k, v in overrides.items())[:60]
+    saved = subprocess.run(["dvc", "exp", "save", "--force", "-n", name], cwd=root,
+                           env={**stage_environment(), **fallback_identity(root)}, capture_output=True, text=True)
+    how = f"dvc exp run {' '.join(dvc_set_args(overrides))}"
+    if saved.returncode != 0:  # the run itself succeeded; say why it is not an experiment (e.g. no git commit yet)
+        print(f"not saved as a DVC experiment ({saved.stderr.strip().splitlines()[-1:]}); reproduce with: {how}")
+        return
+    print(f"saved as DVC experiment {name}; reproduce with: {how}")
+    if remote:
+        print(f"experiment {name} pushed to {GIT_REMOTE} and DVC remote '{remote}': "
+              f"{dvc_remote.push_experiment(root, name, remote, stage_environment())}")
+
+
+def keep_tracking_state(state_dir: str | None) -> None:
+    """Keep the MLflow outbox in ``state_dir`` (a folder that outlives the run's checkout) unless the machine set
+    SEGPIPE_STATE_DIR itself."""
+    if state_dir and not os.environ.get(STATE_ENV):
+        os.environ[STATE_ENV] = str(Path(state_dir).expanduser().resolve())
+
+
+def report_queued_tracking(root: Path) -> None:
+    """Send what still waits in the outbox; if the server is still unreachable, say where the calls stay."""
+    with working_directory(root):  # the outbox is .segpipe of the project unless SEGPIPE_STATE_DIR moves it
+        if not tracking.pending_count():
+            return
+        tracking.flush(load_params(Path("params.yaml")).tracking)
+        left, where = tracking.pending_count(), Outbox().path.resolve()
+    if left:
+        get_run_logger().warning("%d MLflow calls could not reach the tracking server; they stay queued in %s: "
+                                 "`SEGPIPE_STATE_DIR=%s segpipe sync-tracking` sends them once the server is back",
+                                 left, where, where.parent)
+
+
 @flow(name="segmentation-pipeline", log_prints=True)
 def segmentation_pipeline(overrides: dict[str, Any] | None = None, project: str = ".",
-                          experiment_name: str | None = None) -> dict[str, Any]:
-    """Run ingest -> export through DVC with optional dotted-key overrides; return metrics and the MLflow run."""
+                          experiment_name: str | None = None, state_dir: str | None = None) -> dict[str, Any]:
+    """Run ingest -> export through DVC with optional dotted-key overrides; return metrics and the MLflow run.
+
+    With a default DVC remote in the project, the run first fetches the stage runs recorded there (a stage that
+    anyone ran with the same code, params and data is restored, not run) and pushes its own results at the end.
+    ``state_dir`` keeps the MLflow outbox out of the checkout (a worker's checkout is removed after the run)."""
     root = Path(project).resolve()
     overrides = overrides or {}
+    keep_tracking_state(state_dir)
+    code = code_version(root)
+    print(f"code: {code.describe()} in {root}")
+    remote = dvc_remote.default_remote(root, stage_environment())
+    if remote:
+        print(f"DVC remote '{remote}': {dvc_remote.pull(root, remote, stage_environment())}")
     params = write_overrides(root / "params.yaml", overrides)
     retrying = run_stage.with_options(retries=params.orchestration.retries,
                                       retry_delay_seconds=params.orchestration.retry_delay_seconds)
     timeout = params.orchestration.timeout_seconds
-    stages = {stage: retrying(stage, str(root), timeout) for stage in pipeline_stages(root)}
+    stages = {stage: retrying(stage, str(root), timeout, pull=bool(remote)) for stage in pipeline_stages(root)}
     if overrides:
-        name = experiment_name or "flow-" + "-".join(f"{k.split('.')[-1]}{v}" for k, v in overrides.items())[:60]
-        saved = subprocess.run(["dvc", "exp", "save", "--force", "-n", name], cwd=root, env=stage_environment(),
-                               capture_output=True, text=True)
-        how = f"dvc exp run {' '.join(dvc_set_args(overrides))}"
-        if saved.returncode == 0:
-            print(f"saved as DVC experiment {name}; reproduce with: {how}")
-        else:  # the run itself succeeded; say why it is not an experiment (e.g. no git commit yet)
-            print(f"not saved as a DVC experiment ({saved.stderr.strip().splitlines()[-1:]}); reproduce with: {how}")
+        save_experiment(root, overrides, experiment_name, remote)
+    if remote:
+        print(f"pushed to DVC remote '{remote}': {dvc_remote.push(root, remote, stage_environment())}")
+    report_queued_tracking(root)
     results = read_results(root)
-    create_markdown_artifact(markdown_report(results, stages, overrides), key="segmentation-pipeline",
-                             description="test metrics and MLflow run")
-    return {"mlflow_run_id": results["mlflow_run_id"], "metrics": results["metrics"], "stages": stages}
+    create_markdown_artifact(markdown_report(results, stages, overrides, code), key="segmentation-pipeline",
+                             description="code, test metrics and MLflow run")
+    return {"mlflow_run_id": results["mlflow_run_id"], "metrics": results["metrics"], "stages": stages,
+            "commit": code.commit}
 
 
 if __name__ == "__main__":

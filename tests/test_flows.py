@@ -68,6 +68,24 @@ def test_pipeline_flow_completes_with_the_outputs_of_dvc_repro(flow_project, tmp
     assert "up to date" in sh(flow_project, "dvc", "status")
 
 
+def test_a_clone_with_the_team_remote_restores_every_stage_instead_of_running_it(flow_project, tmp_path,
+                                                                                prefect_engine):
+    """The team's DVC remote is a shared folder: what one clone pushed, a flow run in another clone restores."""
+    from flows.pipeline import segmentation_pipeline
+
+    remote = tmp_path / "team-remote"
+    sh(flow_project, "dvc", "remote", "add", "--local", "team", str(remote))  # not a default: later tests push not
+    sh(flow_project, "dvc", "push", "--run-cache", "-r", "team")
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(flow_project), str(clone))
+    sh(clone, "dvc", "remote", "add", "-d", "team", str(remote))
+    result = segmentation_pipeline(project=str(clone))
+    assert {stage: status for stage, status in result["stages"].items() if stage != "source"} == {
+        stage: "restored" for stage in result["stages"] if stage != "source"}  # the source link is always made
+    assert lock_hashes(clone) == lock_hashes(flow_project)
+    assert result["metrics"] == json.loads((flow_project / "reports/metrics.json").read_text())["test"]
+
+
 def test_pipeline_flow_with_overrides_reruns_what_changed_and_saves_an_experiment(flow_project, prefect_engine):
     from flows.pipeline import segmentation_pipeline
 

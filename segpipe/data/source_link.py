@@ -11,6 +11,7 @@ under its URL), so for those the link is a small note instead.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 from segpipe.data.sources import is_url
@@ -35,8 +36,9 @@ def link_sources(params: Params) -> dict[str, str]:
     each link now stands for."""
     note = ingest_note(params.ingest)
     extra = params.pretrain.extra_images
-    return {"ingest.source": update_link(SOURCE, None if note else params.ingest.source, note),
-            "pretrain.extra_images": update_link(EXTRA_SOURCE, extra, "" if extra else "no extra images")}
+    return {"ingest.source": update_link(SOURCE, None if note else params.ingest.source, note, "ingest.source"),
+            "pretrain.extra_images": update_link(EXTRA_SOURCE, extra, "" if extra else "no extra images",
+                                                 "pretrain.extra_images")}
 
 
 def _ours(link: Path) -> bool:
@@ -46,9 +48,9 @@ def _ours(link: Path) -> bool:
     return link.is_file() and link.read_text(errors="replace").startswith(NOTE_HEADER)
 
 
-def update_link(link: Path, source: str | None, note: str = "") -> str:
-    """Make ``link`` a symbolic link to the local folder or archive ``source``, or a file holding ``note`` when
-    there is no local source; return what it now stands for."""
+def update_link(link: Path, source: str | None, note: str = "", key: str = "the source") -> str:
+    """Make ``link`` a symbolic link to the local folder or archive ``source`` (the params' ``key``), or a file
+    holding ``note`` when there is no local source; return what it now stands for."""
     if not _ours(link):
         raise SegpipeError(f"{link} is not segpipe's link to the source data (it holds files of its own); move it "
                            f"elsewhere, segpipe keeps this path for the link")
@@ -61,8 +63,11 @@ def update_link(link: Path, source: str | None, note: str = "") -> str:
         return note
     target = Path(source or "").expanduser().resolve()
     if not target.exists():
-        raise SegpipeError(f"{source} does not exist on this machine; point the params at the data (a shared path, "
-                           f"or for ingest.source an http(s) URL with ingest.download: true)")
+        url = " an http(s) URL with ingest.download: true," if key == "ingest.source" else ""
+        raise SegpipeError(f"{key} {source} does not exist on this machine ({socket.gethostname()}); every machine "
+                           f"that runs the pipeline must reach the data: use a path they all mount (NFS),{url} or "
+                           f"data inside the project tracked with `dvc add` and pushed to the DVC remote "
+                           f"(`dvc push`), which each run pulls")
     place = link.parent.resolve() / link.name  # the link itself, not what it points at now
     if target == place or place in target.parents:
         raise SegpipeError(f"{source} lies inside {link}, segpipe's own link; point the params at the data itself")

@@ -140,4 +140,6 @@ def recorded_run(project: Path) -> dict[str, str | None]:
     ``tracking_uri``."""
     run_file = project / MLFLOW_RUN
     run = json.loads(run_file.read_text()) if run_file.is_file() else {}
-    return {"mlflow_run_id": run_ids(project).get(run.get("run_id", "")), "tracking_uri": run.get("tracking_uri", "")}
+    # a run restored from a DVC remote was delivered by another machine, whose outbox mapped the ids
+    server_id = run_ids(project).get(run.get("run_id", "")) or run.get("mlflow_run_id")
+    return {"mlflow_run_id": server_id, "tracking_uri": run.get("tracking_uri", "")}
