@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -18,10 +19,16 @@ class Runtime:
     rank: int
     world_size: int
     device: torch.device
+    local_rank: int = 0  # among the processes of this machine (torchrun's LOCAL_RANK)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def is_machine_main(self) -> bool:
+        """The first process on this machine: it writes what every process here reads (each node has its own disk)."""
+        return self.local_rank == 0
 
     @property
     def distributed(self) -> bool:
@@ -47,7 +54,7 @@ def init_runtime(device_setting: str) -> Runtime:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
-    return Runtime(rank, world_size, device)
+    return Runtime(rank, world_size, device, local_rank)
 
 
 def shutdown(runtime: Runtime) -> None:
@@ -59,6 +66,16 @@ def barrier(runtime: Runtime) -> None:
     """Wait until every process got here (a no-op in a single process): what rank 0 writes, the others may read."""
     if runtime.distributed and dist.is_initialized():
         dist.barrier()
+
+
+def broadcast_from_main(value: Any, runtime: Runtime) -> Any:
+    """``value`` as the main process has it, in every process (it alone may read a file that only its machine
+    holds, such as the training checkpoint on a multi-node run); unchanged in a single process."""
+    if not runtime.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0, device=runtime.device if runtime.device.type == "cuda" else None)
+    return box[0]
 
 
 def sync_buffers(model: torch.nn.Module, runtime: Runtime) -> None:

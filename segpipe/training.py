@@ -20,7 +20,7 @@ from segpipe.catalog import weights_file
 from segpipe.data.canonical import Categories
 from segpipe.data.dataset import CachedSegmentation
 from segpipe.data.split import labelled_subset
-from segpipe.distributed import Runtime, sync_buffers
+from segpipe.distributed import Runtime, broadcast_from_main, sync_buffers
 from segpipe.engine import StepSettings, eval_loader, train_loader, train_one_epoch, validate
 from segpipe.errors import SegpipeError
 from segpipe.models.encoders import encoder_of
@@ -172,10 +172,12 @@ class Trainer:
 
 
 def resume_state(trainer: Trainer, path: Path, fingerprint: str) -> tuple[FitState, dict | None, str]:
-    """The saved state when ``path`` holds a checkpoint of this very run, else a fresh one (and why)."""
-    if not path.is_file():
+    """The saved state when ``path`` holds a checkpoint of this very run, else a fresh one (and why). Only the main
+    process writes checkpoints, on its own machine, so it reads them and gives every process the same state."""
+    saved = broadcast_from_main(checkpoint.load(path) if trainer.runtime.is_main and path.is_file() else None,
+                                trainer.runtime)
+    if saved is None:
         return FitState(), None, "starting"
-    saved = checkpoint.load(path)
     if saved.get("fingerprint") != fingerprint:
         return FitState(), None, f"ignoring {path} (other params or data); starting"
     state = trainer.load_state_dict(saved)

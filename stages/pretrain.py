@@ -88,9 +88,10 @@ def run(params: Params) -> FitState | None:
         started = time.monotonic()
         learner = PretrainLearner.from_params(params)
         splits: list[str | Path] = ["train"]
-        if runtime.is_main:  # every rank reads what rank 0 writes here; two ranks writing it race each other
+        if runtime.is_main:
             shutil.rmtree(REPORT_DIR, ignore_errors=True)  # no report of an earlier run stays (history is rewritten)
             REPORT_DIR.mkdir(parents=True)
+        if runtime.is_machine_main:  # every process of a machine reads what its first one writes here
             shutil.rmtree(extra_dir, ignore_errors=True)
             if params.pretrain.extra_images:
                 _extra_cache(params, extra_dir)

@@ -163,6 +163,27 @@ def torchrun(project: Path, stage: str, env: dict[str, str] | None = None, proce
     return done
 
 
+def torchrun_nodes(folders: list[Path], stage: str, env: dict[str, str],
+                   timeout: float = 600) -> subprocess.CompletedProcess:
+    """``torchrun --nnodes=len(folders)`` of ``stages.<stage>``: one agent per simulated machine, each in its own
+    folder with one process, meeting through c10d rendezvous on 127.0.0.1 as the README shows; returns their
+    output, one node after the other."""
+    from tests.servers import free_port
+
+    endpoint = f"127.0.0.1:{free_port()}"
+    agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", f"--nnodes={len(folders)}",
+                                f"--node-rank={rank}", "--nproc-per-node=1", "--rdzv-backend=c10d",
+                                f"--rdzv-endpoint={endpoint}", "--rdzv-id=segpipe-test", "-m", f"stages.{stage}"],
+                               cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for rank, folder in enumerate(folders)]
+    outputs = [agent.communicate(timeout=timeout) for agent in agents]
+    for rank, (agent, (_, stderr)) in enumerate(zip(agents, outputs, strict=True)):
+        if agent.returncode != 0:
+            pytest.fail(f"node {rank}: torchrun {stage} exited {agent.returncode}\n{stderr[-3000:]}", pytrace=False)
+    return subprocess.CompletedProcess(agents[0].args, 0, "".join(out for out, _ in outputs),
+                                       "".join(err for _, err in outputs))
+
+
 def semantic_model(name: str, num_classes: int, weights: str | None = None, **unet):
     """Semantic model ``name`` built through the catalog (``unet``: options of a U-Net)."""
     from segpipe.models import build_model

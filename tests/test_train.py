@@ -24,6 +24,7 @@ from tests.conftest import (
     staged_project,
     tiny_train_params,
     torchrun,
+    torchrun_nodes,
     train_killed_after,
     write_params,
 )
@@ -88,13 +89,20 @@ def test_changed_params_do_not_resume_a_stale_checkpoint(prepared, tmp_path):
     assert "ignoring models/checkpoints/last.pt (other params or data)" in done.stdout
 
 
-def test_ddp_two_cpu_processes_reduce_metrics(prepared, tmp_path):
-    project = copy_project(prepared, tmp_path / "ddp")
+@pytest.mark.parametrize("machines", [1, 2], ids=["one-machine", "two-machines"])
+def test_ddp_two_cpu_processes_reduce_metrics(prepared, tmp_path, machines):
+    """Two processes on one machine (torchrun --standalone), or one on each of two machines: each has its own
+    folder with the data it pulled, and they meet through c10d rendezvous on loopback."""
+    folders = [copy_project(prepared, tmp_path / f"machine-{k}") for k in range(machines)]
     params = train_params().model_copy(update={"train": train_params().train.model_copy(update={"epochs": 2})})
-    write_params(project / "params.yaml", params)
-    done = torchrun(project, "train", env())
+    for folder in folders:
+        write_params(folder / "params.yaml", params)
+    done = torchrun(folders[0], "train", env()) if machines == 1 else torchrun_nodes(folders, "train", env())
     assert "on cpu x2" in done.stdout
     assert done.stdout.count("train: best val mIoU") == 1  # only rank 0 reports and writes
+    written = [folder for folder in folders if (folder / "models").exists()]
+    assert len(written) == 1  # rank 0's machine (c10d rendezvous picks it, whatever --node-rank says)
+    project = written[0]
     saved = checkpoint.load(project / "models/model.pt")
     history = pd.read_csv(project / "reports/train_history.csv")
     assert len(history) == 2
