@@ -7,6 +7,7 @@ include segpipe/telemetry_off.mk
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
 MLFLOW_HOST ?= 127.0.0.1
+PREFECT_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5000
 MLFLOW_BACKEND ?= sqlite:///mlflow-server.db
 MLFLOW_ARTIFACTS ?= ./mlflow-artifacts
@@ -35,6 +36,7 @@ bench: setup
 	python -m bench.train_throughput
 	python -m bench.pq_throughput
 	python -m bench.eval_memory
+	python -m bench.team_runs
 
 # The server recipes are not echoed (@): a password in MLFLOW_BACKEND or the environment never reaches the terminal.
 # With MLFLOW_AUTH_ADMIN_PASSWORD set, the tracking server runs MLflow's basic-auth app (segpipe/mlflow_auth.ini);
@@ -47,8 +49,8 @@ mlflow-server: setup
 		$(if $(MLFLOW_AUTH_ADMIN_PASSWORD),--app-name basic-auth)
 
 prefect-server: setup
-	@echo "prefect server on http://127.0.0.1:4200$(if $(PREFECT_SERVER_API_AUTH_STRING), (clients need PREFECT_API_AUTH_STRING))"
-	@prefect server start --host 127.0.0.1
+	@echo "prefect server on http://$(PREFECT_HOST):4200$(if $(PREFECT_SERVER_API_AUTH_STRING), (clients need PREFECT_API_AUTH_STRING))"
+	@prefect server start --host $(PREFECT_HOST)
 
 clean-outputs: setup  # the stages' outputs only (dvc.yaml's outs); never source data, downloads or your files
 	python -m segpipe.stage_outputs --remove

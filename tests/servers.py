@@ -133,3 +133,22 @@ def postgres_cluster(port: int) -> Iterator[str]:
                 process.wait()
         log.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def s3_server(root: Path, port: int, bucket: str) -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1:port (as dvc-s3's own tests use) with ``bucket`` created; yields its URL.
+    Clients authenticate with any key pair (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "s3.log", "ab") as log:
+        process = subprocess.Popen([bin_path("moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
+                                   stderr=log, start_new_session=True, cwd=root)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(f"{url}/moto-api/", process)
+        request = urllib.request.Request(f"{url}/{bucket}", method="PUT")  # CreateBucket, unsigned: moto allows it
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
+        yield url
+    finally:
+        stop(process)
