@@ -68,10 +68,10 @@ def git_source(project: Path, repository: str | None, branch: str | None, commit
 
 def _published(source: GitRepository) -> str:
     """The commit that the branch (or the pinned commit) names on the remote, checked before registering."""
-    ref = source._commit_sha or f"refs/heads/{source._branch}"
-    listed = subprocess.run(["git", "ls-remote", source._url, ref], capture_output=True, text=True, timeout=120)
     if source._commit_sha:
         return source._commit_sha
+    listed = subprocess.run(["git", "ls-remote", source._url, f"refs/heads/{source._branch}"], capture_output=True,
+                            text=True, timeout=120)
     if listed.returncode != 0 or not listed.stdout.strip():
         raise SegpipeError(f"branch {source._branch} is not on {source._url}: push it first (`git push origin "
                            f"{source._branch}`), workers only see what the remote holds")
