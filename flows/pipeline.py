@@ -180,15 +180,19 @@ def report_queued_tracking(root: Path) -> None:
 
 @flow(name="segmentation-pipeline", log_prints=True)
 def segmentation_pipeline(overrides: dict[str, Any] | None = None, project: str = ".",
-                          experiment_name: str | None = None, state_dir: str | None = None) -> dict[str, Any]:
+                          experiment_name: str | None = None, state_dir: str | None = None,
+                          sweep_trial: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run ingest -> export through DVC with optional dotted-key overrides; return metrics and the MLflow run.
 
     With a default DVC remote in the project, the run first fetches the stage runs recorded there (a stage that
     anyone ran with the same code, params and data is restored, not run) and pushes its own results at the end.
-    ``state_dir`` keeps the MLflow outbox out of the checkout (a worker's checkout is removed after the run)."""
+    ``state_dir`` keeps the MLflow outbox out of the checkout (a worker's checkout is removed after the run).
+    ``sweep_trial`` is set by a sweep that runs this as one of its trials: ``environment`` tells the stages the
+    study to report to and the MLflow run to record under."""
     root = Path(project).resolve()
     overrides = overrides or {}
     keep_tracking_state(state_dir)
+    os.environ.update((sweep_trial or {}).get("environment", {}))  # this flow run's own process
     code = code_version(root)
     print(f"code: {code.describe()} in {root}")
     remote = dvc_remote.default_remote(root, stage_environment())

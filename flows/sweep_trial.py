@@ -1,20 +1,24 @@
-"""One sweep trial: a DVC experiment (``dvc exp run -n <name> -S ...``) run as a Prefect task, whose train stage
-opens an MLflow child run under the sweep's parent run, and the metrics DVC recorded for it."""
+"""One sweep trial as a Prefect task: on this machine a DVC experiment (``dvc exp run -n <name> -S ...``), on a work
+pool a run of the pipeline deployment. Either way its train stage opens an MLflow child run under the sweep's
+parent run and reports each epoch to the trial in the study."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.deployments import run_deployment
 
 from flows.pipeline import stage_environment
 from segpipe.errors import SegpipeError
 from segpipe.overrides import dvc_set_args
 from segpipe.paths import METRICS, PRETRAIN_SUMMARY, TRAIN_SUMMARY
+from segpipe.sweep.study import STORAGE_ENV
 from segpipe.tracking.outbox import STATE_ENV
 
 
@@ -44,24 +48,62 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-@task(task_run_name="{name}")
-def run_trial(project: str, name: str, overrides: dict[str, Any], parent_run: str, temp: bool,
-              tracking_uri: str, timeout: float = 86400) -> dict[str, Any]:
-    """One trial: a DVC experiment whose train stage opens an MLflow run under ``parent_run``; killed as hung after
-    ``timeout`` seconds."""
-    env = {**stage_environment(), "SEGPIPE_PARENT_RUN_ID": parent_run, "SEGPIPE_TRIAL": name,
-           "MLFLOW_TRACKING_URI": tracking_uri,
+@dataclass(frozen=True)
+class TrialRun:
+    """What a trial's run needs besides its overrides: the Optuna trial it reports to (``study``, ``number``, the
+    storage URL), the sweep's MLflow parent run and tracking URI, and the time after which it is hung."""
+
+    name: str
+    study: str
+    number: int
+    storage: str
+    parent_run: str
+    tracking_uri: str
+    timeout: float = 86400
+
+    def overrides(self, space_values: dict[str, Any]) -> dict[str, Any]:
+        """The run's params overrides: the trial's values and the trial the training reports to."""
+        return {**space_values, "train.trial.study": self.study, "train.trial.number": self.number}
+
+    def environment(self) -> dict[str, str]:
+        """The variables that the trial's stages read: the MLflow parent and trial name, the study's storage."""
+        return {"SEGPIPE_PARENT_RUN_ID": self.parent_run, "SEGPIPE_TRIAL": self.name,
+                "MLFLOW_TRACKING_URI": self.tracking_uri, STORAGE_ENV: self.storage}
+
+
+@task(task_run_name="{trial.name}")
+def run_local_trial(project: str, trial: TrialRun, values: dict[str, Any], temp: bool) -> dict[str, Any]:
+    """One trial on this machine: a DVC experiment (in a temporary copy when ``temp``) whose train stage opens an
+    MLflow run under the sweep's parent run and reports its epochs to the study."""
+    env = {**stage_environment(), **trial.environment(),
            STATE_ENV: str(Path(project).resolve() / ".segpipe")}  # a --temp trial's queued calls outlive its folder
-    command = ["dvc", "exp", "run", "-n", name, *(["--temp"] if temp else []), *dvc_set_args(overrides)]
+    command = ["dvc", "exp", "run", "-n", trial.name, *(["--temp"] if temp else []),
+               *dvc_set_args(trial.overrides(values))]
     started = time.time()
     try:
-        done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=trial.timeout)
     except subprocess.TimeoutExpired:
-        raise SegpipeError(f"trial {name} still ran after {timeout:.0f} s (orchestration.timeout_seconds) and was "
-                           f"killed as hung") from None
+        raise SegpipeError(f"trial {trial.name} still ran after {trial.timeout:.0f} s "
+                           f"(orchestration.timeout_seconds) and was killed as hung") from None
     get_run_logger().info("%s", (done.stdout + done.stderr).strip()[-3000:])
     if done.returncode != 0:
         errors = [line for line in (done.stdout + done.stderr).splitlines() if ": error:" in line]
-        raise SegpipeError(f"trial {name} failed: {errors[-1] if errors else done.stderr.strip()[-500:]}")
-    return {"name": name, "overrides": overrides, "metrics": trial_metrics(Path(project), name),
+        raise SegpipeError(f"trial {trial.name} failed: {errors[-1] if errors else done.stderr.strip()[-500:]}")
+    return {"name": trial.name, "overrides": values, "metrics": trial_metrics(Path(project), trial.name),
             "seconds": round(time.time() - started, 1)}
+
+
+@task(task_run_name="{trial.name}")
+def run_pool_trial(deployment: str, trial: TrialRun, values: dict[str, Any]) -> dict[str, Any]:
+    """One trial as a run of the pipeline ``deployment`` on its work pool: the worker that takes it clones the
+    code, trains in a folder of its own and saves the run as DVC experiment ``trial.name``; the trial's metrics
+    come back through the study (validation) and MLflow (test)."""
+    started = time.time()
+    run = run_deployment(deployment, parameters={
+        "overrides": trial.overrides(values), "experiment_name": trial.name,
+        "sweep_trial": {"environment": trial.environment()}}, timeout=trial.timeout)
+    if not run.state or not run.state.is_completed():
+        state = run.state.name if run.state else "unknown"
+        raise SegpipeError(f"trial {trial.name}: flow run {run.name} of {deployment} ended {state}: "
+                           f"{(run.state.message if run.state else '') or 'see its logs'}")
+    return {"name": trial.name, "overrides": values, "metrics": {}, "seconds": round(time.time() - started, 1)}

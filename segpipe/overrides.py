@@ -8,13 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import write_atomic
-from segpipe.params import Params, parse_params
+from segpipe.params import Params, parse_params, read_yaml
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -66,9 +65,9 @@ def write_overrides(params_path: Path, overrides: dict[str, Any]) -> Params:
     """Validate ``overrides`` against params.yaml and change only their lines in the file (as ``dvc exp run -S``)."""
     text = params_path.read_text()
     if not overrides:
-        return parse_params(yaml.safe_load(text) or {}, str(params_path))
+        return parse_params(read_yaml(text) or {}, str(params_path))
     edited = edit_params_text(text, overrides)
-    params = parse_params(yaml.safe_load(edited) or {}, f"{params_path} with overrides")  # what the stages will read
+    params = parse_params(read_yaml(edited) or {}, f"{params_path} with overrides")  # what the stages will read
     write_atomic(params_path, lambda p: p.write_text(edited))
     return params
 
@@ -77,9 +76,17 @@ def dvc_set_args(overrides: dict[str, Any]) -> list[str]:
     """``-S key=value`` arguments for ``dvc exp run`` (values as YAML/JSON literals)."""
     args: list[str] = []
     for key, value in overrides.items():
-        literal = value if isinstance(value, str) else json.dumps(value)
+        literal = value if isinstance(value, str) else _float_literal(value) if isinstance(value, float) else \
+            json.dumps(value)
         args += ["-S", f"{key}={literal}"]
     return args
+
+
+def _float_literal(value: float) -> str:
+    """A float as YAML 1.1 reads it back as a float: ``1e-07`` is a string there, ``1.0e-07`` a number."""
+    text = repr(value)
+    mantissa, _, exponent = text.partition("e")
+    return f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent}" if exponent else text
 
 
 class ParamsGuard:

@@ -33,6 +33,7 @@ from segpipe.tasks.base import Learner
 from segpipe.transforms import build
 
 EpochCallback = Callable[["FitState", dict[str, Any]], None]
+StopCheck = Callable[[int, dict[str, Any]], bool]  # (epoch, history row) -> stop now (a sweep's pruner)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class FitState:
     best_score: float = -1.0  # the best val_<task objective> so far
     best_epoch: int = -1
     stale_epochs: int = 0
+    pruned_epoch: int | None = None  # the epoch after which a sweep's pruner stopped the run
     history: list[dict[str, Any]] = field(default_factory=list)
     run_id: str | None = None
 
@@ -186,9 +188,10 @@ def resume_state(trainer: Trainer, path: Path, fingerprint: str) -> tuple[FitSta
 
 def kept_epoch_summary(state: FitState, objective: str) -> dict[str, Any]:
     """The epoch that models/model.pt holds and its validation metrics (what a sweep selects on), with the epochs
-    run (fewer than train.epochs after early stopping)."""
+    run (fewer than train.epochs after early stopping or pruning) and whether a sweep's pruner stopped it."""
     kept = next(row for row in state.history if row["epoch"] == state.best_epoch)
     return {"objective": objective, "best_epoch": state.best_epoch, "epochs_run": state.epoch,
+            "pruned": state.pruned_epoch is not None, "pruned_epoch": state.pruned_epoch,
             **{key: value for key, value in kept.items() if key.startswith("val_")}}
 
 
@@ -203,8 +206,9 @@ def epoch_line(row: dict[str, Any], epochs: int, seconds_per_epoch: float, stage
 
 
 def fit(trainer: Trainer, checkpoint_path: Path, fingerprint: str, on_start: Callable[[FitState], None],
-        on_epoch: EpochCallback) -> tuple[FitState, dict[str, torch.Tensor]]:
-    """Train until ``train.epochs`` or early stopping; checkpoint after every epoch; return the best weights."""
+        on_epoch: EpochCallback, should_stop: StopCheck | None = None) -> tuple[FitState, dict[str, torch.Tensor]]:
+    """Train until ``train.epochs``, early stopping or ``should_stop`` (asked by the main process after each epoch);
+    checkpoint after every epoch; return the best weights."""
     params, runtime = trainer.params, trainer.runtime
     state, best_model, how = resume_state(trainer, checkpoint_path, fingerprint)
     if runtime.is_main:
@@ -230,6 +234,12 @@ def fit(trainer: Trainer, checkpoint_path: Path, fingerprint: str, on_start: Cal
             on_epoch(state, row)
             per_epoch = (time.monotonic() - started) / (state.epoch - first_epoch)
             print(epoch_line(row, params.train.epochs, per_epoch, trainer.stage), flush=True)
+        if should_stop and broadcast_from_main(runtime.is_main and should_stop(state.epoch, row), runtime):
+            state.pruned_epoch = state.epoch
+            if runtime.is_main:
+                print(f"{trainer.stage}: pruned after epoch {state.epoch} by the sweep's pruner (the trial's "
+                      f"{trainer.objective} trails the others' at this epoch)")
+            break
         if stopping.patience and state.stale_epochs >= stopping.patience:
             if runtime.is_main:
                 print(f"{trainer.stage}: early stop after epoch {state.epoch}: no {trainer.task.objective_label} "

@@ -116,42 +116,65 @@ def test_failing_stage_fails_the_flow_with_its_error(tmp_path, prefect_engine):
         bad.result()
 
 
-def test_sweep_gives_one_child_run_per_trial(tmp_path, prefect_engine):
+def test_a_pruned_sweep_stops_the_hopeless_arm_and_a_second_run_continues_its_study(tmp_path, prefect_engine):
     import mlflow
+    import optuna
 
     from flows.sweep import segmentation_sweep
 
-    project = new_project(tmp_path / "sweep", tiny_train_params(train={"epochs": 1, "batch_size": 4,
+    project = new_project(tmp_path / "sweep", tiny_train_params(train={"epochs": 3, "batch_size": 4,
                                                                         "loader_workers": 0}), commit=True)
     before = (project / "params.yaml").read_text()
-    result = segmentation_sweep(project=str(project), method="grid",
-                                space={"train.optimizer.lr": [0.001, 0.01]}, results="sweep.json")
+    result = segmentation_sweep(project=str(project), method="grid", pruner="median", results="sweep.json",
+                                space={"train.optimizer.lr": [0.01, 1e-7]})  # the second arm learns nothing
     assert (project / "params.yaml").read_text() == before  # the workspace params are left as they were
+    good, hopeless = result["trials"]  # selected on validation, complete before pruned; test only reported
+    assert good["state"] == "complete" and good["overrides"] == {"train.optimizer.lr": 0.01}
+    assert good["metrics"]["epochs_run"] == 3 and "test_miou" in good["metrics"]
+    assert hopeless["state"] == "pruned" and hopeless["metrics"]["epochs_run"] == 2  # after the warmup epoch
+    assert hopeless["metrics"]["pruned_epoch"] == 2 and hopeless["metrics"]["val_miou"] < good["metrics"]["val_miou"]
+    assert result["compute"] == {"trial_epochs": 5, "unpruned_trial_epochs": 6, "saved_share": 0.1667,
+                                 "pruned_trials": 1}
+    assert result["best_command"].startswith(f"dvc exp run -S train.optimizer.lr=0.01  # or: dvc exp apply "
+                                             f"{good['name']}")
     written = json.loads((project / "sweep.json").read_text())
-    assert written["objective"] == "val_miou" and written["arms"] == []  # no seeds swept: no arms to pool
-    assert sorted(t["metrics"]["test_miou"] for t in written["trials"]) == sorted(
-        t["metrics"]["test_miou"] for t in result["trials"])
-    kept = [t["metrics"] for t in result["trials"]]  # selected on validation, best first; test only reported
-    assert [m["val_miou"] for m in kept] == sorted((m["val_miou"] for m in kept), reverse=True)
-    assert all(m["best_epoch"] == 1 and m["epochs_run"] == 1 for m in kept)
-    assert len(result["trials"]) == 2 and result["best_command"].startswith("dvc exp run -S train.optimizer.lr=")
+    assert written["objective"] == "val_miou" and written["arms"] == [] and written["compute"] == result["compute"]
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(project / ".segpipe/optuna.journal")))
+    study = optuna.load_study(study_name="segpipe-sweep", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED"]
+    assert sorted(study.trials[1].intermediate_values) == [1, 2]  # the curve the trainer reported
+    assert study.trials[0].value == good["metrics"]["val_miou"]
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("segpipe")
     children = client.search_runs([experiment.experiment_id],
                                   f"tags.`mlflow.parentRunId` = '{result['parent_run_id']}'")
-    assert len(children) == 2
-    assert {c.data.params["train.optimizer.lr"] for c in children} == {"0.001", "0.01"}
-    assert all("test_miou" in c.data.metrics for c in children)
-    assert len({c.data.metrics["val_miou"] for c in children}) == 2
+    tags = {c.data.tags["segpipe.trial"]: c.data.tags for c in children}
+    assert {t["segpipe.trial_state"] for t in tags.values()} == {"complete", "pruned"}
+    assert tags[hopeless["name"]]["segpipe.trial_number"] == "1" and tags[good["name"]]["segpipe.study"] == \
+        "segpipe-sweep"
+    pruned_run = next(c for c in children if c.data.tags["segpipe.trial"] == hopeless["name"])
+    assert len(client.get_metric_history(pruned_run.info.run_id, "val_miou")) == 2  # its curve is kept
+    assert pruned_run.data.metrics["pruned_epoch"] == 2 and "test_miou" in pruned_run.data.metrics
     parent = client.get_run(result["parent_run_id"])
-    assert {"best_val_miou", "best_test_miou"} <= set(parent.data.metrics)
-    assert parent.data.metrics["best_val_miou"] == kept[0]["val_miou"]
+    assert parent.data.metrics["best_val_miou"] == good["metrics"]["val_miou"]
+    assert parent.data.metrics["trial_epochs"] == 5 and parent.data.params["sweep.pruner"] == "median"
     summary = (project / ".segpipe/sweep_summary.md").read_text()
-    assert "selected on val_miou" in summary and "| val_miou | test_miou |" in summary
-    assert f"Chosen: {result['trials'][0]['name']} (val_miou {kept[0]['val_miou']:.4f}, test_miou " in summary
+    assert "| state | train.optimizer.lr | val_miou | test_miou | epochs |" in summary
+    assert "Compute: 5 trial-epochs run of 6 without pruning (1 trials pruned, 17% saved)" in summary
     assert "sweep_summary.md" in {a.path for a in client.list_artifacts(parent.info.run_id)}
-    experiments = sh(project, "dvc", "exp", "list")
-    assert experiments.count("sweep-") == 2
+    assert sh(project, "dvc", "exp", "list").count("segpipe-sweep-") == 2  # the pruned trial's experiment too
+
+    with pytest.raises(SegpipeError, match="study 'segpipe-sweep' tried train.optimizer.lr among \\[0.01, 1e-07\\], "
+                                           "not \\[0.01, 1e-07, 0.003\\]: keep the values to continue it"):
+        segmentation_sweep(project=str(project), space={"train.optimizer.lr": [0.01, 1e-7, 0.003]})
+    again = segmentation_sweep(project=str(project), method="bayes", trials=3, pruner="median",
+                               space={"train.optimizer.lr": [0.01, 1e-7]})  # TPE, told of both earlier trials
+    assert len(again["trials"]) == 3 and sh(project, "dvc", "exp", "list").count("segpipe-sweep-") == 3
+    assert {t["name"] for t in again["trials"]} >= {good["name"], hopeless["name"]}  # not run again
+    assert len(optuna.load_study(study_name="segpipe-sweep", storage=storage).trials) == 3
+    old = next(t for t in again["trials"] if t["name"] == good["name"])
+    assert old["metrics"]["test_miou"] == good["metrics"]["test_miou"]  # from its MLflow run
 
 
 def test_sweep_pools_the_seeds_of_each_arm():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from segpipe.params.model import (  # noqa: F401 (re-exported)
 )
 from segpipe.params.orchestration import (  # noqa: F401 (re-exported)
     OrchestrationParams,
+    PruningParams,
     RangeSpec,
     SweepParams,
     TrackingParams,
@@ -63,6 +65,7 @@ from segpipe.params.training import (  # noqa: F401 (re-exported)
     PretrainParams,
     ScheduleParams,
     TrainParams,
+    TrialParams,
 )
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -161,13 +164,28 @@ def parse_params(data: dict[str, Any] | None, source: str = "params.yaml") -> Pa
         raise SegpipeError(_describe(errors[0], source, data) + more) from None
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading numbers as YAML 1.2 (and DVC, which writes ``-S`` values) does: ``1e-07``
+    is a float, not the string YAML 1.1 makes of it."""
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)\.?[0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def read_yaml(text: str) -> Any:
+    """The YAML document in ``text``, read by :class:`ParamsLoader`."""
+    return yaml.load(text, Loader=ParamsLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     """Load and validate ``params.yaml``."""
     path = Path(path)
     if not path.is_file():
         raise SegpipeError(f"{path}: not found; run from the project root or pass the params file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise SegpipeError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
     if data is not None and not isinstance(data, dict):

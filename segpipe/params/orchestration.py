@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 
@@ -31,9 +32,26 @@ class RangeSpec(Section):
         return self
 
 
+class PruningParams(Section):
+    """The pruner's settings, in epochs (the steps a trial reports)."""
+
+    startup_trials: int = Field(1, ge=0, description="median: trials that finish before any is pruned")
+    warmup_epochs: int = Field(1, ge=0, description="median: epochs every trial runs before any pruning decision")
+    min_epochs: int = Field(1, ge=1, description="successive_halving / hyperband: the smallest budget of a rung")
+    reduction_factor: int = Field(3, ge=2, description="successive_halving / hyperband: 1 / the share kept per rung")
+
+
 class SweepParams(Section):
     method: Literal["grid", "random", "bayes"] = "grid"
-    trials: int = Field(4, ge=1, description="trials for random and bayes (grid runs every combination)")
+    study: str = Field("segpipe-sweep", description="Optuna study name: a sweep with the same name continues it")
+    storage: str = Field(".segpipe/optuna.journal", description="a journal file (relative to the project) or a "
+                                                               "database URL such as postgresql://user@host/db")
+    pruner: Literal["none", "median", "successive_halving", "hyperband"] = "none"
+    pruning: PruningParams = PruningParams()
+    deployment: str | None = Field(None, description="run each trial as a run of this pipeline deployment "
+                                                     "(e.g. segmentation-pipeline/segpipe) on its work pool")
+    trials: int = Field(4, ge=1, description="finished trials the study should hold (random, bayes); grid runs "
+                                              "every combination the study lacks")
     concurrency: int = Field(1, ge=1, description="trials at once: 1 on a 2-core CPU, more with GPU workers")
     objective: str | None = Field(
         None, description="validation metric the sweep optimises; null = the task's (val_miou, val_mask_ap, val_pq)")
@@ -56,6 +74,13 @@ class SweepParams(Section):
     def _grid_needs_lists(self) -> SweepParams:
         if self.method == "grid" and any(isinstance(v, RangeSpec) for v in self.space.values()):
             raise ValueError("grid search needs a list of values for every key; use random or bayes for ranges")
+        return self
+
+    @model_validator(mode="after")
+    def _no_password_in_storage(self) -> SweepParams:
+        if "://" in self.storage and urlsplit(self.storage).password:
+            raise ValueError("storage holds a password, which would reach params files, logs and every worker's "
+                             "run parameters; give it through PGPASSWORD or ~/.pgpass on each machine instead")
         return self
 
 

@@ -34,6 +34,15 @@ class EarlyStoppingParams(Section):
     min_delta: float = Field(0.0, ge=0)
 
 
+class TrialParams(Section):
+    """The Optuna trial a sweep runs this training as (set by the sweep with ``-S``, never by hand): the train stage
+    reports each epoch's validation objective to it and stops when the study's pruner says so. Being params, it
+    keys DVC's run cache, so a pruned training is never restored for a run that asked for a full one."""
+
+    study: str | None = None
+    number: int | None = Field(None, ge=0)
+
+
 class TrainParams(Section):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(8, ge=1)
@@ -52,6 +61,7 @@ class TrainParams(Section):
     early_stopping: EarlyStoppingParams = EarlyStoppingParams()
     amp: Literal["bf16", "fp16", "off"] = Field("bf16", description="mixed precision on CUDA only")
     channels_last: bool = True
+    trial: TrialParams = TrialParams()
 
 
 class PretrainParams(Section):

@@ -13,11 +13,24 @@ SEED_KEY = "base.seed"  # trials that differ only in it are one arm of an experi
 
 
 
+STATE_ORDER = {"complete": 0, "pruned": 1, "failed": 2}  # a pruned trial never ranks above a complete one
+
+
 def summary_table(results: list[dict[str, Any]], sweep: SweepParams) -> list[dict[str, Any]]:
-    """Trials sorted best first by the objective."""
-    reverse = sweep.direction == "maximize"
-    missing = float("-inf") if reverse else float("inf")
-    return sorted(results, key=lambda r: r["metrics"].get(sweep.objective, missing), reverse=reverse)
+    """Trials best first: complete ones by the objective, then pruned ones, then failed ones."""
+    sign = -1 if sweep.direction == "maximize" else 1
+    return sorted(results, key=lambda r: (STATE_ORDER[r.get("state", "complete")],
+                                          sign * r["metrics"].get(sweep.objective, -sign * float("inf"))))
+
+
+def compute_used(table: list[dict[str, Any]], full_epochs: int) -> dict[str, Any]:
+    """Epochs the trials ran against what they would have run unpruned (``train.epochs`` each, or the trial's own
+    value when the space sets it), and the share saved."""
+    run = sum(row["metrics"].get("epochs_run", 0) for row in table)
+    full = sum(row["overrides"].get("train.epochs", full_epochs) for row in table)
+    return {"trial_epochs": run, "unpruned_trial_epochs": full,
+            "saved_share": round(1 - run / full, 4) if full else 0.0,
+            "pruned_trials": sum(row.get("state") == "pruned" for row in table)}
 
 
 def arm_table(results: list[dict[str, Any]], sweep: SweepParams) -> list[dict[str, Any]]:
@@ -47,21 +60,27 @@ def reported_test_metric(objective: str) -> str:
 
 
 def summary_markdown(table: list[dict[str, Any]], sweep: SweepParams, best_command: str,
-                     arms: list[dict[str, Any]]) -> str:
-    """The trials ranked by the objective, with the test metric each one reached (reported, never used to rank),
-    then (when base.seed is swept) each arm's mean and std over seeds."""
+                     arms: list[dict[str, Any]], compute: dict[str, Any] | None = None) -> str:
+    """The trials ranked by the objective, with their state, the epochs each ran and the test metric each reached
+    (reported, never used to rank), the compute pruning saved, then (when base.seed is swept) each arm's mean and
+    std over seeds."""
     keys, test = list(sweep.space), reported_test_metric(sweep.objective)
     shown = [sweep.objective] if test == sweep.objective else [sweep.objective, test]
-    head = "| rank | trial | " + " | ".join(keys + shown) + " | seconds |"
-    lines = [head, "|" + "---|" * (len(keys) + len(shown) + 3)]
+    head = "| rank | trial | state | " + " | ".join(keys + shown) + " | epochs | seconds |"
+    lines = [head, "|" + "---|" * (len(keys) + len(shown) + 5)]
     for rank, row in enumerate(table, 1):
-        values = " | ".join(str(row["overrides"][k]) for k in keys)
+        values = " | ".join(str(row["overrides"].get(k)) for k in keys)
         scores = " | ".join(f"{row['metrics'].get(key, float('nan')):.4f}" for key in shown)
-        lines.append(f"| {rank} | {row['name']} | {values} | {scores} | {row['seconds']} |")
+        lines.append(f"| {rank} | {row['name']} | {row.get('state', 'complete')} | {values} | {scores} | "
+                     f"{row['metrics'].get('epochs_run', '')} | {row['seconds']} |")
     best = table[0]["metrics"]
     chosen = ", ".join(f"{key} {best.get(key, float('nan')):.4f}" for key in shown)
-    text = (f"# sweep ({sweep.method}, {len(table)} trials, selected on {sweep.objective})\n\n" + "\n".join(lines)
-            + f"\n\nChosen: {table[0]['name']} ({chosen}): `{best_command}`\n")
+    text = (f"# sweep ({sweep.method}, pruner {sweep.pruner}, study {sweep.study}: {len(table)} trials, selected on "
+            f"{sweep.objective})\n\n" + "\n".join(lines) + f"\n\nChosen: {table[0]['name']} ({chosen}): "
+            f"`{best_command}`\n")
+    if compute:
+        text += (f"\nCompute: {compute['trial_epochs']} trial-epochs run of {compute['unpruned_trial_epochs']} "
+                 f"without pruning ({compute['pruned_trials']} trials pruned, {compute['saved_share']:.0%} saved)\n")
     if arms:
         arm_keys = [k for k in keys if k != SEED_KEY]
         lines = ["| " + " | ".join(arm_keys) + f" | seeds | {sweep.objective} mean ± std |",

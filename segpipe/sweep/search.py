@@ -1,17 +1,16 @@
-"""The sweep's search: which trials to run next. Grid and random search list their trials up front; Bayesian
-search (Optuna's TPE) asks for a batch, is told each trial's objective (a validation metric) and asks again."""
+"""The sweep's search: which trials to run next, asked of the Optuna study (:mod:`segpipe.sweep.study`). Grid and
+random search list their trials up front and enqueue them in the study; Bayesian search (Optuna's TPE) proposes
+each trial from the ones the study holds."""
 
 from __future__ import annotations
 
 import itertools
 import math
 import random
-from collections.abc import Callable
 from typing import Any
 
+from segpipe.errors import SegpipeError
 from segpipe.params import RangeSpec, SweepParams
-
-Batch = list[dict[str, Any]]  # the overrides of trials run at once
 
 
 def grid(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -49,22 +48,54 @@ def optuna_distributions(space: dict[str, list[Any] | RangeSpec]) -> dict[str, A
     return out
 
 
-def search(sweep: SweepParams, seed: int, run: Callable[[Batch], list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Run the sweep's trials, ``sweep.concurrency`` at a time, through ``run`` (overrides in, one result dict with
-    ``metrics`` per trial out, in order); return every result in the order the trials ran."""
-    results: list[dict[str, Any]] = []
-    if sweep.method == "bayes":
-        import optuna
+FINISHED = ("COMPLETE", "PRUNED")  # trial states that count as done: a failed trial is tried again
 
-        study = optuna.create_study(direction=sweep.direction, sampler=optuna.samplers.TPESampler(seed=seed))
-        distributions = optuna_distributions(sweep.space)
-        while len(results) < sweep.trials:
-            asked = [study.ask(distributions) for _ in range(min(sweep.concurrency, sweep.trials - len(results)))]
-            for trial, result in zip(asked, run([t.params for t in asked]), strict=True):
-                study.tell(trial, result["metrics"].get(sweep.objective))  # the validation objective, only
-                results.append(result)
-        return results
-    candidates = grid(sweep.space) if sweep.method == "grid" else random_trials(sweep.space, sweep.trials, seed)
-    for begin in range(0, len(candidates), sweep.concurrency):
-        results += run(candidates[begin:begin + sweep.concurrency])
-    return results
+
+def finished_trials(study: Any) -> list[Any]:
+    """The study's trials that ended complete or pruned, in the order they were asked."""
+    return [t for t in study.get_trials(deepcopy=False) if t.state.name in FINISHED]
+
+
+def _check_same_choices(study: Any, distributions: dict[str, Any]) -> None:
+    """A continued study keeps each listed key's values (Optuna's samplers need one set of choices per key)."""
+    import optuna
+
+    for trial in study.get_trials(deepcopy=False):
+        for key, before in trial.distributions.items():
+            now = distributions.get(key)
+            if isinstance(before, optuna.distributions.CategoricalDistribution) and now and now != before:
+                raise SegpipeError(f"study '{study.study_name}' tried {key} among {list(before.choices)}, not "
+                                   f"{list(now.choices)}: keep the values to continue it, or name another "
+                                   f"orchestration.sweep.study")
+
+
+class TrialSource:
+    """The trials this sweep run adds to the study, asked one at a time whenever a worker is free: grid trials are
+    the combinations the study has not finished (in grid order), random trials the next draws of the seeded
+    sequence until the study holds ``trials`` finished ones, bayes trials TPE's proposals given every trial so far
+    (pruned ones with their last reported epoch)."""
+
+    def __init__(self, study: Any, sweep: SweepParams, seed: int) -> None:
+        self.study, self.sweep = study, sweep
+        self.distributions = optuna_distributions(sweep.space)
+        _check_same_choices(study, self.distributions)
+        done = finished_trials(study)
+        if sweep.method == "grid":
+            self.queue = [c for c in grid(sweep.space) if all(t.params != c for t in done)]
+        elif sweep.method == "random":
+            asked, wanted = len(study.trials), max(0, sweep.trials - len(done))
+            self.queue = random_trials(sweep.space, asked + wanted, seed)[asked:]
+        else:
+            self.queue = [None] * max(0, sweep.trials - len(done))  # TPE decides each when it is asked
+
+    def __len__(self) -> int:
+        return len(self.queue)
+
+    def ask(self) -> Any | None:
+        """The next trial (an Optuna trial, marked running in the study), or None when this run has asked all."""
+        if not self.queue:
+            return None
+        fixed = self.queue.pop(0)
+        if fixed is not None:
+            self.study.enqueue_trial(fixed)
+        return self.study.ask(self.distributions)

@@ -20,15 +20,15 @@ from typing import Any
 from segpipe.fsutil import write_json
 from segpipe.params import Params
 from segpipe.paths import MLFLOW_RUN
-from segpipe.tracking.calls import run_ids
-from segpipe.tracking.connection import tracking_uri
+from segpipe.tracking.calls import run_ids, trial_run
+from segpipe.tracking.connection import mlflow_client, tracking_uri
 from segpipe.tracking.lineage import flatten, lineage_tags
 from segpipe.tracking.outbox import state_dir
 from segpipe.tracking.replay import flush, pending_count, submit
 
 __all__ = ["continue_run", "finish", "flush", "load_run_id", "log_artifacts", "log_metrics",
            "log_models", "log_params", "log_restored_trial", "pending_count", "recorded_run", "reopen", "save_run_id",
-           "server_run_id", "start_run", "tracking_uri"]
+           "server_run_id", "start_run", "tag_trial", "tracking_uri", "trial_metrics"]
 
 
 def new_local_id() -> str:
@@ -114,6 +114,21 @@ def log_restored_trial(params: Params, parent: str, trial: str, overrides: dict[
         submit(params, {"op": "restored_trial", "run_id": parent, "trial": trial, "local_id": new_local_id(),
                         "params": {k: str(v) for k, v in overrides.items()}, "metrics": metrics,
                         "time": int(time.time() * 1000)})
+
+
+def tag_trial(params: Params, parent: str, trial: str, tags: dict[str, str]) -> None:
+    """Tag the run of sweep trial ``trial`` (under ``parent``'s experiment) with ``tags``: its study, number, state."""
+    if parent:
+        submit(params, {"op": "tag_trial", "run_id": parent, "trial": trial, "tags": tags})
+
+
+def trial_metrics(params: Params, trial: str) -> dict[str, float]:
+    """The metrics that sweep trial ``trial``'s run holds on the tracking server (the test metrics its evaluate
+    stage logged), empty when the server has no run of it yet."""
+    _, client = mlflow_client(params.tracking)
+    experiment = client.get_experiment_by_name(params.tracking.experiment)
+    run = trial_run(client, experiment.experiment_id, trial) if experiment else None
+    return dict(run.data.metrics) if run else {}
 
 
 def finish(params: Params, run_id: str, status: str = "FINISHED") -> None:

@@ -61,16 +61,30 @@ def _log_restored_trial(params: TrackingParams, client: Any, parent: str, op: di
     from mlflow.entities import Metric
 
     experiment_id = client.get_run(parent).info.experiment_id
-    found = client.search_runs([experiment_id], f"tags.`segpipe.trial` = '{op['trial']}'", max_results=1)
-    if found and found[0].data.tags.get(LOCAL_ID_TAG) != op["local_id"]:
+    found = trial_run(client, experiment_id, op["trial"])
+    if found and found.data.tags.get(LOCAL_ID_TAG) != op["local_id"]:
         return
-    run_id = found[0].info.run_id if found else client.create_run(
+    run_id = found.info.run_id if found else client.create_run(
         experiment_id, run_name=op["trial"], start_time=op["time"],
         tags={"mlflow.parentRunId": parent, "segpipe.trial": op["trial"], "segpipe.restored_from_dvc_cache": "true",
               LOCAL_ID_TAG: op["local_id"]}).info.run_id
     _log_params(client, run_id, op["params"])
     client.log_batch(run_id, metrics=[Metric(k, float(v), op["time"], 0) for k, v in op["metrics"].items()])
     client.set_terminated(run_id)
+
+
+def trial_run(client: Any, experiment: str, trial: str) -> Any | None:
+    """The MLflow run of sweep trial ``trial`` (tagged ``segpipe.trial`` by its train stage), if any."""
+    found = client.search_runs([experiment], f"tags.`segpipe.trial` = '{trial}'", max_results=1)
+    return found[0] if found else None
+
+
+def _tag_trial(client: Any, parent: str, op: dict[str, Any]) -> None:
+    """Tag a trial's run with its study, number and state (a trial that died before training has none)."""
+    run = trial_run(client, client.get_run(parent).info.experiment_id, op["trial"])
+    if run is not None:
+        for key, value in op["tags"].items():
+            client.set_tag(run.info.run_id, key, value)
 
 
 def execute(params: TrackingParams, op: dict[str, Any]) -> None:
@@ -98,6 +112,8 @@ def execute(params: TrackingParams, op: dict[str, Any]) -> None:
         _log_models(params, client, run_id, op)
     elif kind == "restored_trial":
         _log_restored_trial(params, client, run_id, op)
+    elif kind == "tag_trial":
+        _tag_trial(client, run_id, op)
     else:
         raise ValueError(f"unknown tracking operation {kind}")
 
