@@ -10,6 +10,7 @@ from segpipe.fsutil import write_atomic, write_json
 from segpipe.params import Params
 from segpipe.paths import AUGMENT_POLICY, CACHE, MODEL, MODELS, REPORTS, SPLIT, TRAIN_SUMMARY
 from segpipe.stage import stage_main
+from segpipe.sweep.reporting import TrialReporter
 from segpipe.training import FitState, Trainer, fit, initial_weights_files, kept_epoch_summary
 from segpipe.viz import training_curves
 
@@ -45,13 +46,21 @@ def run(params: Params) -> FitState:
             metrics = {k: v for k, v in row.items() if k != "epoch"}
             tracking.log_metrics(params, state.run_id, metrics, step=row["epoch"])
 
-        state, best = fit(trainer, CHECKPOINT, _fingerprint(params), on_start, on_epoch)
+        reporter = TrialReporter(params.train.trial) if runtime.is_main and params.train.trial.study else None
+        should_stop = (reporter.should_stop if reporter else lambda epoch, row: False) if params.train.trial.study \
+            else None
+        state, best = fit(trainer, CHECKPOINT, _fingerprint(params), on_start, on_epoch, should_stop)
         if runtime.is_main:
             checkpoint.save({"model": best, "config": trainer.config, "categories": trainer.categories.to_json(),
                              "normalize": trainer.policy["normalize"], "train_size": trainer.policy["train_size"],
                              "epoch": state.best_epoch, trainer.objective: state.best_score}, MODEL)
             training_curves(state.history, CURVES)
-            write_json(TRAIN_SUMMARY, kept_epoch_summary(state, trainer.objective))
+            summary = kept_epoch_summary(state, trainer.objective)
+            write_json(TRAIN_SUMMARY, summary)
+            if state.pruned_epoch is not None:
+                tracking.log_metrics(params, state.run_id, {"pruned_epoch": state.pruned_epoch})
+            if reporter:
+                reporter.finish(summary)
             tracking.save_run_id(state.run_id, tracking.tracking_uri(params.tracking))
             tracking.log_artifacts(params, state.run_id, [HISTORY, CURVES, PREVIEW])
             CHECKPOINT.unlink(missing_ok=True)
