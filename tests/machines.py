@@ -4,6 +4,7 @@ code's remote, a DVC remote on S3 (moto's server on loopback), one Prefect serve
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -112,6 +113,23 @@ class Team:
         started = time.monotonic()
         runs = self.wait_for(self.start_runs(*overrides))
         return runs, time.monotonic() - started
+
+    def sweep(self, space: dict) -> tuple[dict, list[dict], float]:
+        """A sweep over ``space`` run on the laptop, two trials at a time on the pool's workers; returns its result,
+        the pipeline runs its trials were and the wall time in seconds."""
+        deployment = self.api("GET", f"/deployments/name/{DEPLOYMENT}")["id"]
+        query = {"deployments": {"id": {"any_": [deployment]}}}
+        before = {run["id"] for run in self.api("POST", "/flow_runs/filter", query)}
+        code = ("import json; from flows.sweep import segmentation_sweep; "
+                f"print('RESULT', json.dumps(segmentation_sweep(deployment={DEPLOYMENT!r}, concurrency=2, "
+                f"space={space!r})))")
+        started = time.monotonic()
+        done = self.laptop.run(sys.executable, "-c", code, cwd=self.laptop.root / "segpipe", timeout=1500)
+        seconds = time.monotonic() - started
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+        result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+        runs = [run for run in self.api("POST", "/flow_runs/filter", query) if run["id"] not in before]
+        return result, runs, seconds
 
     def logs(self, run_id: str) -> str:
         query = {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}

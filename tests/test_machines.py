@@ -32,13 +32,13 @@ def test_two_machines_share_code_data_and_tracking_through_the_team_servers(tmp_
         with machine_b.worker():
             second, second_s = shared.run_and_time({})
             completed([machine_b], second)
-            with machine_a.worker():  # two runs with other overrides at once: each worker takes one
-                parallel, parallel_s = shared.run_and_time({"train.optimizer.lr": 0.003}, {"train.optimizer.lr": 0.03})
+            with machine_a.worker():  # a sweep on the laptop: its two trials at once, one on each worker
+                sweep, parallel, parallel_s = shared.sweep({"train.optimizer.lr": [0.003, 0.03]})
                 completed([machine_a, machine_b], parallel)
                 failing, _ = shared.run_and_time({"ingest.format": "mask_folder", "ingest.source": "/laptop/camvid",
                                                   "ingest.mask_folder.classes": THREE_CLASSES})
         print(f"first run on machine A {first_s:.0f} s; same params on machine B {second_s:.0f} s; "
-              f"two runs with overrides at once on two workers {parallel_s:.0f} s")
+              f"a sweep of two trials at once on two workers {parallel_s:.0f} s")
 
         first_logs, second_logs = shared.logs(first[0]["id"]), shared.logs(second[0]["id"])
         assert f"code: commit {shared.commit} (main of {shared.origin}) in {machine_a.tmp}" in first_logs
@@ -51,6 +51,9 @@ def test_two_machines_share_code_data_and_tracking_through_the_team_servers(tmp_
         assert sorted(name for names in ran_on.values() for name in names) == ["machine-a", "machine-b"], ran_on
         for logs in (shared.logs(run["id"]) for run in parallel):
             assert "Stage 'split' is cached" in logs and "Running stage 'train'" in logs
+        trials = {trial["name"]: trial for trial in sweep["trials"]}
+        assert [t["state"] for t in trials.values()] == ["complete", "complete"]
+        assert all("val_miou" in t["metrics"] and "test_miou" in t["metrics"] for t in trials.values())
         assert not [path for m in (machine_a, machine_b) for path in m.tmp.glob("*/*/dvc.yaml")]  # gone with the runs
 
         # a source path that exists only on the laptop: one line naming the path and the remedies
@@ -63,8 +66,12 @@ def test_two_machines_share_code_data_and_tracking_through_the_team_servers(tmp_
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(shared.shared["MLFLOW_TRACKING_URI"])
-        runs = client.search_runs([client.get_experiment_by_name("segpipe").experiment_id])
+        every = client.search_runs([client.get_experiment_by_name("segpipe").experiment_id])
+        runs = [run for run in every if run.info.run_id != sweep["parent_run_id"]]
         assert sorted(run.data.params["train.optimizer.lr"] for run in runs) == ["0.001", "0.003", "0.03"]
+        children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == sweep["parent_run_id"]]
+        assert sorted(run.data.tags["segpipe.trial"] for run in children) == sorted(trials)
+        assert {run.data.tags["segpipe.trial_state"] for run in children} == {"complete"}
         for run in runs:
             assert run.info.status == "FINISHED" and "test_miou" in run.data.metrics
             assert run.data.tags["git.commit"] == shared.commit
@@ -79,9 +86,10 @@ def test_two_machines_share_code_data_and_tracking_through_the_team_servers(tmp_
         assert reviewer.run("git", "clone", "-q", str(shared.origin), "segpipe").returncode == 0
         clone = reviewer.root / "segpipe"
         listed = reviewer.run("dvc", "exp", "list", "origin", cwd=clone)
-        assert "flow-lr0.003" in listed.stdout and "flow-lr0.03" in listed.stdout, listed.stdout + listed.stderr
-        pulled = reviewer.run("dvc", "exp", "pull", "origin", "flow-lr0.03", cwd=clone)
+        assert all(name in listed.stdout for name in trials), listed.stdout + listed.stderr
+        best = sweep["trials"][0]["name"]
+        pulled = reviewer.run("dvc", "exp", "pull", "origin", best, cwd=clone)
         assert pulled.returncode == 0, pulled.stderr
-        applied = reviewer.run("dvc", "exp", "apply", "flow-lr0.03", cwd=clone)
+        applied = reviewer.run("dvc", "exp", "apply", best, cwd=clone)
         assert applied.returncode == 0, applied.stderr
         assert (clone / "export/model.onnx").is_file()
