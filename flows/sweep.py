@@ -22,7 +22,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture, as_completed
@@ -32,7 +31,7 @@ from segpipe import tracking
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import working_directory, write_json
 from segpipe.overrides import ParamsGuard, apply_overrides, dvc_set_args
-from segpipe.params import Params, SweepParams, load_params, parse_params
+from segpipe.params import Params, SweepParams, load_params, parse_params, read_yaml
 from segpipe.sweep.report import arm_table, compute_used, reported_test_metric, summary_markdown, summary_table
 from segpipe.sweep.results import settle_trial, study_results
 from segpipe.sweep.search import TrialSource, finished_trials
@@ -85,6 +84,8 @@ def segmentation_sweep(project: str = ".", method: str | None = None, space: dic
     with working_directory(root):
         table = summary_table(study_results(optuna_study, params, ran), sweep)
     if not table or table[0]["state"] != "complete":
+        with working_directory(root):
+            tracking.finish(params, parent, "FAILED")
         raise SegpipeError(f"study '{sweep.study}' has no complete trial: see the failed trials' logs above")
     best = table[0]
     best_command = f"dvc exp run {' '.join(dvc_set_args(best['overrides']))}  # or: dvc exp apply {best['name']}"
@@ -165,7 +166,7 @@ def _run_trials(study: Any, source: TrialSource, launch: Launch, guard: ParamsGu
 
 def check_overrides(params_text: str, overrides: dict[str, Any]) -> None:
     """Validate a trial's overrides against the sweep's params without changing any file."""
-    parse_params(apply_overrides(yaml.safe_load(params_text), overrides), "sweep trial")
+    parse_params(apply_overrides(read_yaml(params_text), overrides), "sweep trial")
 
 
 def _finish_parent(params: Params, root: Path, parent: str, table: list[dict[str, Any]], markdown: str,

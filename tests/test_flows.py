@@ -199,6 +199,26 @@ def test_sweep_pools_the_seeds_of_each_arm():
     assert "| 0.1 | pretrained | 2 | 0.1050 ± 0.0071 |" in markdown
 
 
+def test_the_summary_ranks_complete_trials_first_and_counts_the_epochs_pruning_saved():
+    from segpipe.params import SweepParams
+    from segpipe.sweep.report import compute_used, summary_markdown, summary_table
+
+    sweep = SweepParams(space={"train.optimizer.lr": [0.1, 0.01, 0.001]}, objective="val_miou", pruner="hyperband")
+    rows = [{"name": "pruned", "state": "pruned", "overrides": {"train.optimizer.lr": 0.1}, "seconds": 3.0,
+             "metrics": {"val_miou": 0.9, "epochs_run": 2}},  # best so far when it stopped, yet never chosen
+            {"name": "failed", "state": "failed", "overrides": {"train.optimizer.lr": 0.01}, "seconds": 1.0,
+             "metrics": {}},
+            {"name": "complete", "state": "complete", "overrides": {"train.optimizer.lr": 0.001}, "seconds": 9.0,
+             "metrics": {"val_miou": 0.5, "test_miou": 0.4, "epochs_run": 8}}]
+    table = summary_table(rows, sweep)
+    assert [row["name"] for row in table] == ["complete", "pruned", "failed"]
+    compute = compute_used(table, full_epochs=8)  # the failed trial counts on neither side
+    assert compute == {"trial_epochs": 10, "unpruned_trial_epochs": 16, "saved_share": 0.375, "pruned_trials": 1}
+    markdown = summary_markdown(table, sweep, "dvc exp run ...", [], compute)
+    assert "| 1 | complete | complete | 0.001 | 0.5000 | 0.4000 | 8 | 9.0 |" in markdown
+    assert "Compute: 10 trial-epochs run of 16 without pruning (1 trials pruned, 38% saved)" in markdown
+
+
 def test_trial_search_spaces():
     from segpipe.params import RangeSpec
     from segpipe.sweep.search import grid, optuna_distributions, random_trials

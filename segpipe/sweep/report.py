@@ -24,10 +24,11 @@ def summary_table(results: list[dict[str, Any]], sweep: SweepParams) -> list[dic
 
 
 def compute_used(table: list[dict[str, Any]], full_epochs: int) -> dict[str, Any]:
-    """Epochs the trials ran against what they would have run unpruned (``train.epochs`` each, or the trial's own
-    value when the space sets it), and the share saved."""
-    run = sum(row["metrics"].get("epochs_run", 0) for row in table)
-    full = sum(row["overrides"].get("train.epochs", full_epochs) for row in table)
+    """Epochs the complete and pruned trials ran against what they would have run unpruned (``train.epochs``
+    each, or the trial's own value when the space sets it), and the share saved."""
+    ended = [row for row in table if row.get("state", "complete") != "failed"]
+    run = sum(row["metrics"].get("epochs_run", 0) for row in ended)
+    full = sum(row["overrides"].get("train.epochs", full_epochs) for row in ended)
     return {"trial_epochs": run, "unpruned_trial_epochs": full,
             "saved_share": round(1 - run / full, 4) if full else 0.0,
             "pruned_trials": sum(row.get("state") == "pruned" for row in table)}
