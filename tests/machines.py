@@ -114,15 +114,15 @@ class Team:
         runs = self.wait_for(self.start_runs(*overrides))
         return runs, time.monotonic() - started
 
-    def sweep(self, space: dict) -> tuple[dict, list[dict], float]:
-        """A sweep over ``space`` run on the laptop, two trials at a time on the pool's workers; returns its result,
-        the pipeline runs its trials were and the wall time in seconds."""
+    def sweep(self, space: dict, concurrency: int = 2, study: str = "segpipe-sweep") -> tuple[dict, list[dict], float]:
+        """A sweep over ``space`` run on the laptop, ``concurrency`` trials at a time on the pool's workers; returns
+        its result, the pipeline runs its trials were and the wall time in seconds."""
         deployment = self.api("GET", f"/deployments/name/{DEPLOYMENT}")["id"]
         query = {"deployments": {"id": {"any_": [deployment]}}}
         before = {run["id"] for run in self.api("POST", "/flow_runs/filter", query)}
         code = ("import json; from flows.sweep import segmentation_sweep; "
-                f"print('RESULT', json.dumps(segmentation_sweep(deployment={DEPLOYMENT!r}, concurrency=2, "
-                f"space={space!r})))")
+                f"print('RESULT', json.dumps(segmentation_sweep(deployment={DEPLOYMENT!r}, "
+                f"concurrency={concurrency}, space={space!r}, study={study!r})))")
         started = time.monotonic()
         done = self.laptop.run(sys.executable, "-c", code, cwd=self.laptop.root / "segpipe", timeout=1500)
         seconds = time.monotonic() - started
