@@ -207,8 +207,9 @@ def epoch_line(row: dict[str, Any], epochs: int, seconds_per_epoch: float, stage
 
 def fit(trainer: Trainer, checkpoint_path: Path, fingerprint: str, on_start: Callable[[FitState], None],
         on_epoch: EpochCallback, should_stop: StopCheck | None = None) -> tuple[FitState, dict[str, torch.Tensor]]:
-    """Train until ``train.epochs``, early stopping or ``should_stop`` (asked by the main process after each epoch);
-    checkpoint after every epoch; return the best weights."""
+    """Train until ``train.epochs``, early stopping or, for a sweep trial (``train.trial``), ``should_stop`` (given
+    to and asked by the main process after each epoch, its answer sent to all); checkpoint after every epoch; return
+    the best weights."""
     params, runtime = trainer.params, trainer.runtime
     state, best_model, how = resume_state(trainer, checkpoint_path, fingerprint)
     if runtime.is_main:
@@ -234,7 +235,7 @@ def fit(trainer: Trainer, checkpoint_path: Path, fingerprint: str, on_start: Cal
             on_epoch(state, row)
             per_epoch = (time.monotonic() - started) / (state.epoch - first_epoch)
             print(epoch_line(row, params.train.epochs, per_epoch, trainer.stage), flush=True)
-        if should_stop and broadcast_from_main(runtime.is_main and should_stop(state.epoch, row), runtime):
+        if params.train.trial.study and broadcast_from_main(runtime.is_main and should_stop(state.epoch, row), runtime):
             state.pruned_epoch = state.epoch
             if runtime.is_main:
                 print(f"{trainer.stage}: pruned after epoch {state.epoch} by the sweep's pruner (the trial's "

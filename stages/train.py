@@ -47,9 +47,8 @@ def run(params: Params) -> FitState:
             tracking.log_metrics(params, state.run_id, metrics, step=row["epoch"])
 
         reporter = TrialReporter(params.train.trial) if runtime.is_main and params.train.trial.study else None
-        should_stop = (reporter.should_stop if reporter else lambda epoch, row: False) if params.train.trial.study \
-            else None
-        state, best = fit(trainer, CHECKPOINT, _fingerprint(params), on_start, on_epoch, should_stop)
+        state, best = fit(trainer, CHECKPOINT, _fingerprint(params), on_start, on_epoch,
+                          reporter.should_stop if reporter else None)
         if runtime.is_main:
             checkpoint.save({"model": best, "config": trainer.config, "categories": trainer.categories.to_json(),
                              "normalize": trainer.policy["normalize"], "train_size": trainer.policy["train_size"],
