@@ -1,4 +1,4 @@
-"""The ``segpipe`` command line: params presets, prediction and denoising."""
+"""The ``segpipe`` command line: params presets, prediction, serving and denoising."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _predict(args: argparse.Namespace) -> None:
     from segpipe.data.imageio import set_pixel_limit
     from segpipe.predict import Predictor, predict
 
-    set_pixel_limit(args.max_pixels)
+    set_pixel_limit(args.max_pixels, "--max-pixels")
     predictor = Predictor.load(args.model)
     report = predict(predictor, args.inputs, Path(args.out))
     for _, reason in report.skipped:
@@ -35,6 +35,20 @@ def _predict(args: argparse.Namespace) -> None:
           f"skipped {len(report.skipped)}")
     if not report.written:
         raise SegpipeError("no input image could be read")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from segpipe.serving.server import serve
+
+    serve(args.model, args.host, args.port, args.workers, max_bytes=args.max_bytes, max_pixels=args.max_pixels,
+          queue=args.queue, params_path=Path(args.params))
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
 
 
 def _denoise(args: argparse.Namespace) -> None:
@@ -92,6 +106,25 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--max-pixels", type=int, default=None,
                          help="skip images with more pixels, from their header (default: sized for this machine)")
     predict.set_defaults(func=_predict)
+    serve = command("serve", "answer HTTP requests with an exported model",
+                    "POST an image (raw bytes or a multipart file) to /predict and get what predict writes for it "
+                    "(?format=png|overlay|json); GET /health, /metadata (contract and lineage) and /metrics "
+                    "(Prometheus). Listens on loopback unless --host says otherwise.")
+    serve.add_argument("--model", default="export/model.onnx",
+                       help="an exported ONNX model, or models:/<name>/<version> (or /latest, @<alias>) from the "
+                            "MLflow registry")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument("--workers", type=_positive, default=1, help="worker processes, each with its own model")
+    serve.add_argument("--max-bytes", type=_positive, default=20 * 1024 * 1024,
+                       help="largest request body; larger ones get 413")
+    serve.add_argument("--max-pixels", type=_positive, default=4096 * 4096,
+                       help="largest image (width x height, from its header); larger ones get 413")
+    serve.add_argument("--queue", type=_positive, default=32,
+                       help="requests each worker admits at once (running or waiting); more get 503")
+    serve.add_argument("--params", default="params.yaml",
+                       help="params file whose tracking section names the registry (for models:/ URIs)")
+    serve.set_defaults(func=_serve)
     denoise = command("denoise", "clean images with the pretrained autoencoder",
                       "Writes the autoencoder's reconstruction of each image as <stem>.png (pretrain.enabled: true).")
     denoise.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")

@@ -65,3 +65,18 @@ def working_directory(path: str | Path) -> Iterator[None]:
         yield
     finally:
         os.chdir(before)
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Run the block with ``values`` in the environment; the variables are as before afterwards."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from segpipe.data.canonical import Categories
 from segpipe.data.imageio import DecodeError, load_image, sha256_file
@@ -21,6 +20,7 @@ from segpipe.data.sample_ids import unique_ids
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import atomic_path, write_json
 from segpipe.progress import track
+from segpipe.rendering import encode_png
 from segpipe.tasks import get_task
 from segpipe.tasks.base import Task
 from segpipe.trained_model import TrainedModel
@@ -164,9 +164,9 @@ def predict(predictor: Predictor, inputs: list[str], out_dir: Path) -> PredictRe
         rendered = predictor.task.render(predictor.outputs(pixels), pixels, predictor.categories, predictor.output)
         target = out_dir / f"{stem}.png"
         with atomic_path(target) as tmp:
-            Image.fromarray(rendered.label_map).save(tmp, format="PNG")
+            tmp.write_bytes(encode_png(rendered.label_map))
         with atomic_path(out_dir / f"{stem}_overlay.png") as tmp:
-            Image.fromarray(rendered.overlay).save(tmp, format="PNG")
+            tmp.write_bytes(encode_png(rendered.overlay))
         report.written.append(target)
         if rendered.results is not None:
             entries = [{"file_name": path.name, "prediction": target.name, **entry} for entry in rendered.results]

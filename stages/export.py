@@ -49,7 +49,8 @@ def run(params: Params) -> dict:
         ONNX_MODEL.unlink(missing_ok=True)
         raise SegpipeError(check.failure)
     report, example = check.report, inputs[0]
-    write_json(ONNX_CONTRACT, contract(trained, ONNX_MODEL, trained.task.output_contract(trained.saved["config"])))
+    spec = contract(trained, ONNX_MODEL, trained.task.output_contract(trained.saved["config"]))
+    write_json(ONNX_CONTRACT, {**spec, "lineage": tracking.model_lineage()})
     write_json(EXPORT_REPORT, report)
     _log_to_mlflow(params, trained, example, report)
     print(f"export: {ONNX_MODEL} {check.summary}; onnxruntime {report['onnxruntime_cpu_ms']:.1f} ms vs torch "

@@ -152,3 +152,24 @@ def s3_server(root: Path, port: int, bucket: str) -> Iterator[str]:
         yield url
     finally:
         stop(process)
+
+
+@contextmanager
+def segpipe_server(project: Path, *args: str, log: Path | None = None) -> Iterator[str]:
+    """``segpipe serve`` in ``project`` on a free loopback port with ``args``; yields its URL. Its output goes to
+    ``log`` (default: ``project/serve.log``), which a failed start shows."""
+    port = free_port()
+    log = log or project / "serve.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen([sys.executable, "-m", "segpipe.cli", "serve", "--port", str(port), *args],
+                                   cwd=project, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+        url = f"http://127.0.0.1:{port}"
+        try:
+            try:
+                wait_healthy(f"{url}/health", process, timeout=120)
+            except (RuntimeError, TimeoutError) as exc:
+                raise RuntimeError(f"{exc}:\n{log.read_text()}") from None
+            yield url
+        finally:
+            stop(process)

@@ -1,18 +1,25 @@
 """Export parity, `segpipe predict`, and the MLflow run read back from a real tracking store."""
 
+import io
 import json
 import os
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from segpipe.data.imageio import load_label
-from tests.conftest import ALL_STAGES, REPO, segpipe_cli, staged_project, tiny_train_params
+from tests.conftest import ALL_STAGES, REPO, predict_two_images, segpipe_cli, staged_project, tiny_train_params
+from tests.servers import segpipe_server
+from tests.serving import metric_values, post, requests_counted
+from tests.test_clean import png_header
 
 pytestmark = pytest.mark.slow
 
@@ -197,3 +204,97 @@ def test_predict_never_writes_over_an_input_and_counts_truly(pipeline, tmp_path,
                                *model)
     assert code == 1 and "over an input image" in err, err
     assert {p: p.read_bytes() for p in tmp_path.rglob("*.png") if "out" not in p.parts} == before
+
+
+def _png(array: np.ndarray, mode: str | None = None, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_serve_answers_what_predict_writes_refuses_bad_requests_and_counts_them(pipeline, tmp_path):
+    images, _ = predict_two_images(pipeline, "export/model.onnx", tmp_path / "predicted")
+    predicted = tmp_path / "predicted"
+    log = tmp_path / "serve.log"
+    first = images[0].read_bytes()
+    grey = np.asarray(Image.open(images[0]).convert("L"))
+    bad = {  # body -> (status, what the one-line error says)
+        b"hello": (415, "not an image"),
+        first[:300]: (400, "truncated"),
+        _png(np.zeros((8, 8), np.float32), "F", "TIFF"): (415, "mode F"),
+        b"": (400, "is empty"),
+        png_header(400, 400): (413, "--max-pixels"),
+        os.urandom(300_001): (413, "--max-bytes"),
+    }
+    with segpipe_server(pipeline, "--workers", "2", "--max-pixels", "100000", "--max-bytes", "300000",
+                        log=log) as url:
+        for image in images:
+            label_png, overlay_png = (predicted / f"{image.stem}.png").read_bytes(), \
+                (predicted / f"{image.stem}_overlay.png").read_bytes()
+            assert post(url, image.read_bytes()).content == label_png  # the default for semantic: the label PNG
+            assert post(url, image.read_bytes(), "png", multipart=True).content == label_png
+            assert post(url, image.read_bytes(), "overlay").content == overlay_png
+            shares = post(url, image.read_bytes(), "json").json()
+            labels = load_label(predicted / f"{image.stem}.png")
+            ids, counts = np.unique(labels, return_counts=True)
+            assert {c["id"]: c["pixels"] for c in shares["classes"]} == dict(zip(ids, counts, strict=True))
+            assert abs(sum(c["share"] for c in shares["classes"]) - 1) < 1e-4
+        converted = post(url, _png(grey))
+        assert converted.status_code == 200 and converted.headers["X-Segpipe-Repairs"] == "converted L to RGB"
+        for body, (status, says) in bad.items():
+            answer = post(url, body)
+            assert answer.status_code == status and says in answer.json()["error"], answer.text
+            assert "\n" not in answer.json()["error"] and "Traceback" not in answer.text
+        no_file = httpx.post(f"{url}/predict", data={"note": "no file"}, files={"x": ("", b"")}, timeout=30)
+        assert no_file.status_code == 400 and "no file" in no_file.json()["error"]
+        assert post(url, first, "bmp").status_code == 400
+        with ThreadPoolExecutor(16) as pool:  # 16 at once over two workers: every one answered, the same
+            answers = list(pool.map(lambda _: post(url, first), range(16)))
+        assert [a.status_code for a in answers] == [200] * 16
+        assert {a.content for a in answers} == {(predicted / f"{images[0].stem}.png").read_bytes()}
+        counted = metric_values(url)
+        meta = httpx.get(f"{url}/metadata").json()
+        assert httpx.get(f"{url}/health").json() == {"status": "ok", "task": "semantic", "queued": 0}
+    ok_posts = 4 * len(images) + 1 + 16
+    assert counted['segpipe_requests_total{code="200",method="POST",route="/predict"}'] == ok_posts
+    assert counted['segpipe_request_errors_total{code="413",route="/predict"}'] == 2
+    assert counted['segpipe_request_errors_total{code="415",route="/predict"}'] == 2
+    assert counted['segpipe_request_errors_total{code="400",route="/predict"}'] == 4
+    assert counted['segpipe_request_seconds_count{route="/predict"}'] == ok_posts + 8
+    assert counted["segpipe_inference_seconds_count"] >= ok_posts and counted["segpipe_model_load_seconds"] > 0
+    assert "segpipe_requests_in_flight" in counted
+    contract = json.loads((pipeline / "export/model.json").read_text())
+    assert meta["contract"] == contract and meta["model"]["task"] == "semantic"
+    assert meta["lineage"]["mlflow_run_id"] == json.loads((pipeline / "models/mlflow_run.json").read_text())[
+        "mlflow_run_id"]
+    assert log.read_text().count('"POST /predict') == ok_posts + 8  # one access-log line per request
+    assert "Traceback" not in log.read_text()
+
+
+def test_serve_a_registry_model_by_alias_and_answer_503_when_its_queue_is_full(pipeline, tmp_path, capsys):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{pipeline / 'mlflow.db'}")
+    version = client.search_model_versions("name='segpipe-semantic'")[0]
+    client.set_registered_model_alias("segpipe-semantic", "production", version.version)
+    images, _ = predict_two_images(pipeline, "export/model.onnx", tmp_path / "predicted")
+    big = _png(np.tile(np.linspace(0, 255, 2048, dtype=np.uint8)[:, None, None], (1, 2048, 3)))
+    with segpipe_server(pipeline, "--model", "models:/segpipe-semantic@production", "--queue", "1") as url:
+        meta = httpx.get(f"{url}/metadata").json()
+        assert post(url, images[0].read_bytes()).content == (tmp_path / "predicted" / f"{images[0].stem}.png"
+                                                              ).read_bytes()
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(post, url, big)
+            while httpx.get(f"{url}/health").json()["queued"] == 0 and not slow.done():
+                time.sleep(0.01)
+            refused = post(url, images[0].read_bytes())
+            assert slow.result().status_code == 200
+        assert refused.status_code == 503 and "busy" in refused.json()["error"] and refused.headers["Retry-After"]
+        assert requests_counted(url, 503) == 1
+    assert meta["lineage"] | {"git_commit": None} == {
+        "registered_model": "segpipe-semantic", "model_version": str(version.version), "mlflow_run_id": version.run_id,
+        "git_commit": None, "tracking_uri": meta["lineage"]["tracking_uri"]}
+    assert meta["model"]["source"] == "models:/segpipe-semantic@production"
+    code, _, err = segpipe_cli(capsys, "serve", "--model", "models:/segpipe-semantic/99",
+                               "--params", str(pipeline / "params.yaml"))
+    assert code == 1 and "models:/segpipe-semantic/99: not in the registry" in err

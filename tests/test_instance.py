@@ -26,6 +26,8 @@ from tests.conftest import (
     train_killed_after,
     write_params,
 )
+from tests.servers import segpipe_server
+from tests.serving import post, requests_counted
 
 pytestmark = pytest.mark.slow
 
@@ -93,6 +95,20 @@ def test_predict_writes_instance_maps_overlays_and_coco_results(pipeline, tmp_pa
     for entry in results:
         assert entry["category_id"] in (3, 4, 5) and 0 <= entry["score"] <= 1
         assert entry["segmentation"]["size"] == [64, 64] and len(entry["bbox"]) == 4
+
+
+def test_serve_answers_the_coco_results_and_instance_map_that_predict_writes(pipeline, tmp_path):
+    out = tmp_path / "out"
+    images, _ = predict_two_images(pipeline, "export/model.onnx", out)
+    results = json.loads((out / "predictions.json").read_text())
+    with segpipe_server(pipeline) as url:
+        for image in images:
+            expected = [{key: value for key, value in entry.items() if key not in ("file_name", "prediction")}
+                        for entry in results if entry["file_name"] == image.name]
+            assert post(url, image.read_bytes()).json() == expected  # the default for objects: COCO results
+            assert post(url, image.read_bytes(), "png", multipart=True).content == (out / f"{image.stem}.png"
+                                                                                      ).read_bytes()
+        assert requests_counted(url, 200) == 2 * len(images)
 
 
 def test_mlflow_holds_the_ap_metrics_and_the_onnx_model(pipeline):

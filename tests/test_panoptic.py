@@ -1,6 +1,7 @@
 """Panoptic segmentation end to end on the synthetic scenes: Panoptic-DeepLab and Panoptic FPN from scratch, PQ by
 the official rules, COCO panoptic files, ONNX parity on the panoptic maps, predict, MLflow."""
 
+import base64
 import json
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from segpipe.coco_panoptic import evaluate_folders, read_ids
 from segpipe.errors import SegpipeError
 from segpipe.params import parse_params
 from tests.conftest import ALL_STAGES, predict_two_images, staged_project, tiny_panoptic_params
+from tests.servers import segpipe_server
+from tests.serving import post
 
 pytestmark = pytest.mark.slow
 MODELS = ("panoptic_deeplab_unet", "panoptic_fpn_resnet18")
@@ -77,6 +80,18 @@ def test_predict_writes_coco_panoptic_pngs_json_and_overlays(pipeline, tmp_path,
         for segment_id, segment in listed.items():
             assert segment["area"] == int((ids == segment_id).sum())
     assert np.asarray(Image.open(out / f"{images[0].stem}_overlay.png")).shape == (64, 64, 3)
+
+
+def test_serve_answers_the_segments_info_and_panoptic_png_that_predict_writes(pipeline, tmp_path):
+    out = tmp_path / "out"
+    images, _ = predict_two_images(pipeline, "export/model.onnx", out)
+    document = json.loads((out / "predictions.json").read_text())
+    with segpipe_server(pipeline) as url:
+        for image, annotation in zip(images, document["annotations"], strict=True):
+            answer = post(url, image.read_bytes(), multipart=True).json()
+            assert answer["segments_info"] == annotation["segments_info"]
+            assert base64.b64decode(answer["panoptic_png_base64"]) == (out / annotation["file_name"]).read_bytes()
+            assert post(url, image.read_bytes(), "png").content == (out / annotation["file_name"]).read_bytes()
 
 
 def test_mlflow_holds_the_pq_metrics_and_the_onnx_model(pipeline):

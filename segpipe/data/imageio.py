@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,14 @@ class DecodeError(SegpipeError):
     """An image or mask file cannot be decoded (missing, corrupt, truncated, unknown format)."""
 
 
+class NotAnImage(DecodeError):
+    """The bytes are in no image format that Pillow reads."""
+
+
+class UnsupportedMode(DecodeError):
+    """The image decodes, but its pixels have no RGB meaning (32-bit float, multi-band)."""
+
+
 class TooLarge(DecodeError):
     """An image or mask has more pixels than the limit (``clean.max_pixels``): it is refused from its header,
     before anything is decoded, so a huge file or a decompression bomb cannot exhaust the machine's memory."""
@@ -29,6 +38,7 @@ PIL_BOMB_PIXELS = 2 * 89_478_485  # Pillow's own limit, which the default limit 
 Image.MAX_IMAGE_PIXELS = None  # every image segpipe opens is checked against its own limit below, from the header
 BYTES_PER_PIXEL = 64  # what decoding, converting and caching one pixel may take at once, with room to spare
 _limit: int | None = None  # clean.max_pixels of the stage running in this process (None: the machine's)
+_limit_setting = "clean.max_pixels"  # the setting that the user raises, named in the error
 
 
 def machine_pixel_limit() -> int:
@@ -38,10 +48,11 @@ def machine_pixel_limit() -> int:
     return min(PIL_BOMB_PIXELS, memory // (BYTES_PER_PIXEL * (os.cpu_count() or 1)))
 
 
-def set_pixel_limit(limit: int | None) -> None:
-    """Use ``limit`` (``clean.max_pixels``; None: :func:`machine_pixel_limit`) for every decode in this process."""
-    global _limit
-    _limit = limit
+def set_pixel_limit(limit: int | None, setting: str = "clean.max_pixels") -> None:
+    """Use ``limit`` (None: :func:`machine_pixel_limit`) for every decode in this process; ``setting`` is what the
+    user raises (``clean.max_pixels``, ``--max-pixels``), named in the error."""
+    global _limit, _limit_setting
+    _limit, _limit_setting = limit, setting
 
 
 def pixel_limit() -> int:
@@ -52,7 +63,7 @@ def _check_pixels(img: Image.Image, path: str | Path) -> None:
     width, height = img.size
     if width * height > pixel_limit():
         raise TooLarge(f"{path}: {width}x{height} is {width * height:,} pixels, more than the limit of "
-                       f"{pixel_limit():,} (clean.max_pixels); shrink the image or raise clean.max_pixels")
+                       f"{pixel_limit():,} ({_limit_setting}); shrink the image or raise {_limit_setting}")
 
 
 
@@ -74,16 +85,19 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _open_fully(path: str | Path) -> Image.Image:
+def _open_fully(source: str | Path | io.BytesIO, name: str | Path) -> Image.Image:
     try:
-        img = Image.open(path)
-        _check_pixels(img, path)  # from the header: nothing is decoded yet (a decompression bomb never is)
+        img = Image.open(source)
+        _check_pixels(img, name)  # from the header: nothing is decoded yet (a decompression bomb never is)
         img.load()
         return img
     except FileNotFoundError:
-        raise DecodeError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DecodeError(f"{path}: cannot be decoded ({exc})") from None
+        raise DecodeError(f"{name}: file not found") from None
+    except UnidentifiedImageError:
+        raise NotAnImage(f"{name}: cannot be decoded (not an image in a format Pillow reads: PNG, JPEG, TIFF, "
+                         f"BMP, WebP, ...)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DecodeError(f"{name}: cannot be decoded ({exc})") from None
 
 
 def oriented_size(path: str | Path) -> tuple[int, int]:
@@ -98,9 +112,12 @@ def oriented_size(path: str | Path) -> tuple[int, int]:
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
-def _to_rgb(img: Image.Image, repairs: list[str]) -> Image.Image:
+def _to_rgb(img: Image.Image, repairs: list[str], name: str | Path) -> Image.Image:
     if img.mode == "RGB":
         return img
+    if img.mode == "F":
+        raise UnsupportedMode(f"{name}: 32-bit float pixels (mode F) have no RGB meaning; send 8- or 16-bit RGB, "
+                              f"RGBA or greyscale")
     repairs.append(f"converted {img.mode} to RGB")
     if img.mode in _SIXTEEN_BIT_MODES:
         wide = np.asarray(img, dtype=np.int64)
@@ -116,19 +133,27 @@ def _to_rgb(img: Image.Image, repairs: list[str]) -> Image.Image:
 
 def load_image(path: str | Path) -> DecodedImage:
     """Decode an image as RGB uint8 with EXIF orientation applied; list any conversion in ``repairs``."""
-    img = _open_fully(path)
+    return _decoded(_open_fully(path, path), path)
+
+
+def decode_image(data: bytes, name: str) -> DecodedImage:
+    """:func:`load_image` for an image's bytes (``name`` names it in errors)."""
+    return _decoded(_open_fully(io.BytesIO(data), name), name)
+
+
+def _decoded(img: Image.Image, name: str | Path) -> DecodedImage:
     repairs: list[str] = []
     orientation = img.getexif().get(EXIF_ORIENTATION, 1)
     if orientation not in (1, None):
         img = ImageOps.exif_transpose(img)
         repairs.append(f"applied EXIF orientation {orientation}")
-    img = _to_rgb(img, repairs)
+    img = _to_rgb(img, repairs, name)
     return DecodedImage(np.asarray(img, dtype=np.uint8).copy(), repairs)
 
 
 def load_label(path: str | Path) -> np.ndarray:
     """Decode a single-channel label PNG (8 or 16 bit, or palette indices) as an integer HxW array."""
-    img = _open_fully(path)
+    img = _open_fully(path, path)
     if img.mode in ("L", "P", "1"):
         return np.asarray(img, dtype=np.uint8).copy()
     if img.mode in _SIXTEEN_BIT_MODES:
@@ -138,7 +163,7 @@ def load_label(path: str | Path) -> np.ndarray:
 
 def load_color_label(path: str | Path) -> np.ndarray:
     """Decode a colour-coded mask as HxWx3 uint8 (alpha dropped)."""
-    img = _open_fully(path)
+    img = _open_fully(path, path)
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 

@@ -8,6 +8,7 @@ segments get ids from their content: a stuff class ``c`` is segment ``c + 1``, i
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ from segpipe.onnx_export import ExportCheck, Run
 from segpipe.panoptic_postprocess import PanopticMap
 from segpipe.panoptic_quality import PanopticCategory, PQResult, PQStat, Segment, image_stat, pq_result
 from segpipe.params import Params
-from segpipe.rendering import Rendered
+from segpipe.rendering import Rendered, encode_png
 from segpipe.tasks.base import Criterion, Task
 from segpipe.tasks.objects import collate_instances, require_things
 from segpipe.tasks.panoptic_models import (
@@ -259,6 +260,10 @@ class PanopticTask(Task):
                                    categories)
         return Rendered(id_to_rgb(ids), picture.permute(1, 2, 0).numpy(),
                         [{"segments_info": segments_info(ids, found)}])
+
+    def response(self, rendered: Rendered, categories: Categories) -> dict[str, Any]:
+        """The image's segments_info and its COCO panoptic PNG (base64), the pair ``predict`` writes."""
+        return {**rendered.results[0], "panoptic_png_base64": base64.b64encode(encode_png(rendered.label_map)).decode()}
 
     def prediction_file(self, entries: list[dict[str, Any]], categories: Categories) -> Any:
         images = [{"id": i, "file_name": e["file_name"]} for i, e in enumerate(entries, 1)]

@@ -164,6 +164,15 @@ class SemanticTask(Task):
         dtype = np.uint8 if categories.num_classes <= 256 else np.uint16
         return Rendered(labels.numpy().astype(dtype), picture.permute(1, 2, 0).numpy())
 
+    def response(self, rendered: Rendered, categories: Categories) -> dict[str, Any]:
+        """The image's size and, for each class present, its pixel count and share of the image."""
+        height, width = rendered.label_map.shape
+        ids, counts = np.unique(rendered.label_map, return_counts=True)
+        return {"height": height, "width": width,
+                "classes": [{"id": categories.items[int(i)].id, "name": categories.items[int(i)].name,
+                             "pixels": int(n), "share": round(int(n) / (height * width), 6)}
+                            for i, n in zip(ids, counts, strict=True)]}
+
     def output_contract(self, config: dict[str, Any]) -> dict[str, Any]:
         return {"name": OUTPUT, "dtype": "float32", "layout": "NCHW",
                 "meaning": "per-class logits at the input resolution; argmax over channel C gives the class id"}

@@ -22,13 +22,13 @@ from segpipe.params import Params
 from segpipe.paths import MLFLOW_RUN
 from segpipe.tracking.calls import run_ids, trial_run
 from segpipe.tracking.connection import mlflow_client, tracking_uri
-from segpipe.tracking.lineage import flatten, lineage_tags
+from segpipe.tracking.lineage import flatten, git_commit, lineage_tags
 from segpipe.tracking.outbox import state_dir
 from segpipe.tracking.replay import flush, pending_count, submit
 
 __all__ = ["continue_run", "finish", "flush", "load_run_id", "log_artifacts", "log_metrics",
-           "log_models", "log_params", "log_restored_trial", "pending_count", "recorded_run", "reopen", "save_run_id",
-           "server_run_id", "start_run", "tag_trial", "tracking_uri", "trial_metrics"]
+           "log_models", "log_params", "log_restored_trial", "model_lineage", "pending_count", "recorded_run",
+           "reopen", "save_run_id", "server_run_id", "start_run", "tag_trial", "tracking_uri", "trial_metrics"]
 
 
 def new_local_id() -> str:
@@ -158,3 +158,8 @@ def recorded_run(project: Path) -> dict[str, str | None]:
     # a run restored from a DVC remote was delivered by another machine, whose outbox mapped the ids
     server_id = run_ids(project).get(run.get("run_id", "")) or run.get("mlflow_run_id")
     return {"mlflow_run_id": server_id, "tracking_uri": run.get("tracking_uri", "")}
+
+
+def model_lineage(project: Path = Path(".")) -> dict[str, str | None]:
+    """Where the model exported in ``project`` comes from, for its contract: the git commit and the MLflow run."""
+    return {"git_commit": git_commit(), **recorded_run(project)}

@@ -32,9 +32,14 @@ def _git(*args: str) -> str:
         return ""
 
 
+def git_commit() -> str | None:
+    """The commit checked out here (None outside a git repository)."""
+    return _git("rev-parse", "HEAD") or None
+
+
 def lineage_tags(device: str) -> dict[str, str]:
     """Git commit and dirty flag, data hashes from dvc.lock, package versions and the device."""
-    tags = {"git.commit": _git("rev-parse", "HEAD") or "unknown",
+    tags = {"git.commit": git_commit() or "unknown",
             "git.dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(), "device": device}
     lock = Path("dvc.lock")
     if lock.is_file():
