@@ -27,7 +27,7 @@ from segpipe.data.dataset import DecodingSegmentation, data_loader
 from segpipe.distributed import init_runtime
 from segpipe.engine import StepSettings, train_one_epoch
 from segpipe.fsutil import write_json
-from segpipe.onnx_export import latency
+from segpipe.inference_cost import cost_report
 from segpipe.params import load_params
 from segpipe.paths import CACHE, MODEL, ONNX_MODEL, SPLIT
 from segpipe.training import Trainer
@@ -81,19 +81,16 @@ def measure(mode: str, steps: int) -> dict:
 
 def inference(runs: int) -> dict:
     """Median latency of onnxruntime vs eager PyTorch on a test image at its original size."""
-    import onnxruntime as ort
-
     from segpipe.trained_model import TrainedModel
 
     trained = TrainedModel.load(MODEL, torch.device("cpu"))
     model = trained.task.onnx_module(trained.model)
     image = DecodingSegmentation(read_manifest(SPLIT / "test.parquet"))[0]["image"].unsqueeze(0)
     inputs = trained.input_transform()(image)
-    session = ort.InferenceSession(str(ONNX_MODEL), providers=["CPUExecutionProvider"])
-    timing = latency(model, session, inputs, runs)
-    return {"input_shape": timing["latency_input_shape"], "torch_eager_ms": round(timing["torch_cpu_ms"], 2),
-            "onnxruntime_ms": round(timing["onnxruntime_cpu_ms"], 2),
-            "speedup_onnxruntime_over_torch": round(timing["onnxruntime_speedup"], 2),
+    timing = cost_report(model, ONNX_MODEL, inputs, None, None, runs, 1, batches=False)
+    eager, onnx = (timing["runtimes"][name]["p50_ms"] for name in ("eager_cpu", "onnxruntime_cpu"))
+    return {"input_shape": [1, 3, *timing["size"]], "torch_eager_ms": round(eager, 2),
+            "onnxruntime_ms": round(onnx, 2), "speedup_onnxruntime_over_torch": round(eager / onnx, 2),
             "torch_threads": torch.get_num_threads()}
 
 

@@ -6,11 +6,8 @@ only for what differs: its outputs, its dynamic axes, the input to trace on and 
 
 from __future__ import annotations
 
-import statistics
-import time
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +20,7 @@ from torch import nn
 from segpipe.data.imageio import sha256_file
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import atomic_path
+from segpipe.inference_cost import cost_report
 from segpipe.params import Params
 
 if TYPE_CHECKING:
@@ -85,7 +83,8 @@ class Exportable(ABC):
 def export_checked(trained: TrainedModel, samples: list[dict[str, Any]], inputs: list[torch.Tensor], path: Path,
                    params: Params) -> ExportCheck:
     """Write ``path`` as ONNX and check it with onnxruntime on ``inputs`` (the normalised images of the test
-    ``samples``); the latency figures join the report when the check passes."""
+    ``samples``); the inference cost report (:mod:`segpipe.inference_cost`) joins the report when the check
+    passes."""
     task, config = trained.task, trained.saved["config"]
     checked = [*inputs, torch.zeros_like(inputs[0])] if task.parity_blank_image else inputs
     torch_runs = [[t.numpy() for t in task.onnx_outputs(trained.model, images)] for images in checked]
@@ -99,7 +98,12 @@ def export_checked(trained: TrainedModel, samples: list[dict[str, Any]], inputs:
     check = task.compare(trained, samples, torch_runs, onnx_runs, params)
     check.report["min_agreement"] = params.export.min_agreement
     if not check.failure:
-        check.report.update(latency(module, session, example, params.export.latency_runs))
+        settings = params.export
+        cost = cost_report(module, path, inputs[0], trained.saved.get("train_size"), settings.cost_size,
+                           settings.latency_runs, settings.throughput_batch, 0 in task.dynamic_axes(config)[INPUT])
+        eager, onnx = cost["runtimes"]["eager_cpu"]["p50_ms"], cost["runtimes"]["onnxruntime_cpu"]["p50_ms"]
+        check.report.update({"torch_cpu_ms": eager, "onnxruntime_cpu_ms": onnx, "onnxruntime_speedup": eager / onnx,
+                             "latency_input_shape": [1, 3, *cost["size"]], "cost": cost})
     return check
 
 
@@ -154,26 +158,6 @@ def logit_parity(expected: list[np.ndarray], got: list[np.ndarray]) -> Parity:
         agree += int((want.argmax(1) == have.argmax(1)).sum())
         total += want.shape[0] * want.shape[2] * want.shape[3]
     return Parity(len(expected), worst, agree / max(total, 1))
-
-
-def latency(torch_fn: Callable[[torch.Tensor], object], session, example: torch.Tensor, runs: int) -> dict:
-    """Median milliseconds of eager PyTorch and of onnxruntime on ``example``, and their ratio."""
-    with torch.no_grad():
-        torch_ms = median_ms(lambda: torch_fn(example), runs)
-    ort_ms = median_ms(lambda: session.run(None, {INPUT: example.numpy()}), runs)
-    return {"torch_cpu_ms": torch_ms, "onnxruntime_cpu_ms": ort_ms, "latency_input_shape": list(example.shape),
-            "onnxruntime_speedup": torch_ms / ort_ms}
-
-
-def median_ms(fn: Callable[[], object], runs: int) -> float:
-    """Median wall time of ``fn`` in milliseconds, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def refuse_non_finite(names: tuple[str, ...], runs: list[Run]) -> None:

@@ -10,6 +10,7 @@ from segpipe.data.canonical import read_manifest
 from segpipe.data.dataset import DecodingSegmentation
 from segpipe.errors import SegpipeError
 from segpipe.fsutil import write_json
+from segpipe.inference_cost import cost_metrics
 from segpipe.onnx_export import contract, export_checked
 from segpipe.params import Params
 from segpipe.paths import EXPORT_REPORT, MODEL, ONNX_CONTRACT, ONNX_MODEL, SPLIT
@@ -23,7 +24,8 @@ def _log_to_mlflow(params: Params, trained: TrainedModel, example: torch.Tensor,
     run_id = tracking.load_run_id()
     if not run_id:
         return
-    tracking.log_metrics(params, run_id, {f"export_{k}": v for k, v in report.items() if isinstance(v, float)})
+    tracking.log_metrics(params, run_id, {**{f"export_{k}": v for k, v in report.items() if isinstance(v, float)},
+                                          **cost_metrics(report["cost"])})
     tracking.log_artifacts(params, run_id, [ONNX_CONTRACT, EXPORT_REPORT], "export")
     outputs = trained.task.onnx_outputs(trained.model, example)
     names = trained.task.onnx_names(trained.saved["config"])
@@ -53,8 +55,10 @@ def run(params: Params) -> dict:
     write_json(ONNX_CONTRACT, {**spec, "lineage": tracking.model_lineage()})
     write_json(EXPORT_REPORT, report)
     _log_to_mlflow(params, trained, example, report)
-    print(f"export: {ONNX_MODEL} {check.summary}; onnxruntime {report['onnxruntime_cpu_ms']:.1f} ms vs torch "
-          f"{report['torch_cpu_ms']:.1f} ms per {tuple(report['latency_input_shape'])}")
+    cost = report["cost"]
+    print(f"export: {ONNX_MODEL} {check.summary}; {cost['parameters']:,} parameters, {cost['gflops_at_size']:.3g} "
+          f"GFLOPs; onnxruntime {report['onnxruntime_cpu_ms']:.1f} ms vs torch {report['torch_cpu_ms']:.1f} ms per "
+          f"{tuple(report['latency_input_shape'])} (p50; the cost report is in {EXPORT_REPORT})")
     return report
 
 

@@ -13,9 +13,11 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from segpipe.data.imageio import load_label
+from segpipe.trained_model import TrainedModel
 from tests.conftest import ALL_STAGES, REPO, predict_two_images, segpipe_cli, staged_project, tiny_train_params
 from tests.servers import segpipe_server
 from tests.serving import metric_values, post, requests_counted
@@ -39,6 +41,13 @@ def test_export_parity_and_contract(pipeline):
     assert [c["name"] for c in contract["classes"]] == ["sky", "grass", "road", "disc", "box", "triangle"]
     assert contract["output"]["name"] == "logits"
     assert contract["input"]["train_size"] == [48, 48]  # the crop the model trained on, not the 64x64 cache
+    cost = report["cost"]  # the inference cost report
+    trained = TrainedModel.load(pipeline / "models/model.pt", torch.device("cpu"))
+    assert cost["parameters"] == sum(p.numel() for p in trained.model.parameters()) > 1000
+    assert cost["train_size"] == [48, 48] and cost["size"] == [64, 64] and cost["batch_size"] == 8
+    assert cost["gflops_at_size"] / cost["gflops_at_train_size"] == pytest.approx(64 * 64 / (48 * 48), rel=0.01)
+    assert set(cost["runtimes"]) == {"eager_cpu", "onnxruntime_cpu"}  # no GPU here
+    assert report["onnxruntime_cpu_ms"] == cost["runtimes"]["onnxruntime_cpu"]["p50_ms"]
 
 
 def test_evaluate_reports(pipeline):
@@ -99,7 +108,9 @@ def test_mlflow_run_holds_the_whole_pipeline(pipeline):
     assert run.data.params["model.name"] == "unet" and run.data.params["train.epochs"] == "2"
     history = client.get_metric_history(run_id, "val_miou")
     assert [m.step for m in history] == [1, 2]
-    for key in ("test_miou", "test_boundary_f1", "export_argmax_agreement", "train_loss"):
+    for key in ("test_miou", "test_boundary_f1", "export_argmax_agreement", "train_loss", "export_cost_parameters",
+                "export_cost_gflops_at_size", "export_cost_onnxruntime_cpu_p95_ms",
+                "export_cost_eager_cpu_peak_rss_mb"):
         assert key in run.data.metrics
     for key in ("git.commit", "git.dirty", "version.torch", "device"):
         assert key in run.data.tags

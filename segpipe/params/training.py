@@ -92,4 +92,7 @@ class ExportParams(Section):
     opset: int = Field(18, ge=13)
     parity_images: int = Field(8, ge=1)
     min_agreement: float = Field(0.999, ge=0, le=1)
-    latency_runs: int = Field(10, ge=1)
+    latency_runs: int = Field(20, ge=1, description="runs timed per runtime at batch 1 (p50 and p95 over them)")
+    throughput_batch: int = Field(8, ge=1, description="the batch at which the cost report measures throughput")
+    cost_size: tuple[int, int] | None = Field(None, description="[height, width] at which the cost report counts "
+                                                                "FLOPs and times the runtimes; null: the test image's")
