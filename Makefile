@@ -38,6 +38,8 @@ bench: setup
 	python -m bench.eval_memory
 	python -m bench.team_runs
 	python -m bench.sweep_workers
+	python -m bench.serving
+	python -m bench.inference_cost
 
 # The server recipes are not echoed (@): a password in MLFLOW_BACKEND or the environment never reaches the terminal.
 # With MLFLOW_AUTH_ADMIN_PASSWORD set, the tracking server runs MLflow's basic-auth app (segpipe/mlflow_auth.ini);
