@@ -74,7 +74,7 @@ class ModelService:
                             "segpipe": metadata.version("segpipe")},
                 "limits": {"max_bytes": self.config.max_bytes, "max_pixels": self.config.max_pixels,
                            "queue": self.config.queue},
-                "formats": {name: what for name, what in FORMATS.items()},
+                "formats": dict(FORMATS),
                 "default_format": DEFAULT_FORMAT[self.predictor.task.name]}
 
 
