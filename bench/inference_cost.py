@@ -10,6 +10,8 @@ import argparse
 import os
 import platform
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -47,12 +49,15 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         rows = {}
-        for row, config in MODELS.items():
-            rows[row] = one_model(config, [360, 480], [256, 256], args.runs, Path(folder))
+        for row, config in MODELS.items():  # each in a fresh process: its peak resident set is its own
+            with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as process:
+                rows[row] = process.submit(one_model, config, [360, 480], [256, 256], args.runs,
+                                           Path(folder)).result()
             print(row, rows[row], flush=True)
     write_json(RESULTS, {
         "what": "the export stage's cost report per semantic model at 360x480 (CamVid, 11 classes), GFLOPs also "
-                "at the 256x256 training crop; latency p50/p95 at batch 1, throughput at batch 8, peak resident set",
+                "at the 256x256 training crop; latency p50/p95 at batch 1, throughput at batch 8, peak resident set "
+                "of the process (one per model; torch and onnxruntime themselves included)",
         "models": rows,
         "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
                  "torch_threads": torch.get_num_threads()}})

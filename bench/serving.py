@@ -38,8 +38,9 @@ REQUESTS = 96  # per concurrency level
 
 def default_project(folder: Path) -> Path:
     """The default params (one epoch) run through every stage in ``folder``."""
-    params = load_params(REPO / "params.yaml").model_copy(deep=True)
-    params.train.epochs = 1
+    params = load_params(REPO / "params.yaml")
+    params = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 1})})
+    folder.mkdir(parents=True)
     with working_directory(folder):
         write_params(folder / "params.yaml", params)
         run_stages(params, ALL_STAGES)

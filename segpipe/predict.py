@@ -39,9 +39,12 @@ class Predictor:
     categories: Categories
     to_input: Callable[[torch.Tensor], torch.Tensor]
     output: dict  # the output contract (export/model.json's ``output``)
+    contract: dict = field(default_factory=dict)  # the whole export/model.json, for an ONNX model
 
     @classmethod
-    def from_onnx(cls, path: Path) -> Predictor:
+    def from_onnx(cls, path: Path, threads: int | None = None) -> Predictor:
+        """The ONNX model ``path`` with its contract beside it; ``threads``: onnxruntime's intra-op threads
+        (default: its own choice, one per core)."""
         import onnxruntime as ort
 
         contract_path = path.with_suffix(".json")
@@ -53,7 +56,10 @@ class Predictor:
             raise SegpipeError(f"{contract_path} was written for another ONNX file than {path} (sha256 differs); "
                                f"export them together (dvc repro export)")
         try:
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            options = ort.SessionOptions()
+            if threads:
+                options.intra_op_num_threads = threads
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for every unreadable file
             raise SegpipeError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})") from None
         name = spec["input"]["name"]
@@ -69,7 +75,7 @@ class Predictor:
         def run(x: torch.Tensor) -> list[torch.Tensor]:
             return [torch.from_numpy(array) for array in session.run(None, {name: x.numpy()})]
 
-        return cls(run, task, categories, to_input, spec["output"])
+        return cls(run, task, categories, to_input, spec["output"], spec)
 
     @classmethod
     def from_checkpoint(cls, path: Path) -> Predictor:

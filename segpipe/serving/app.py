@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -40,11 +41,13 @@ class ModelService:
     """The loaded model and its queue: what every request of this worker process shares."""
 
     def __init__(self, config: ServeConfig, metrics: Metrics) -> None:
+        if config.threads:
+            torch.set_num_threads(config.threads)  # decoding and rendering use torch
         started = time.perf_counter()
-        self.predictor = Predictor.from_onnx(Path(config.model))
+        self.predictor = Predictor.from_onnx(Path(config.model), config.threads or None)
         self.load_seconds = time.perf_counter() - started
         metrics.model_load.set(self.load_seconds)
-        self.contract = json.loads(Path(config.model).with_suffix(".json").read_text())
+        self.contract = self.predictor.contract
         self.config, self.metrics = config, metrics
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="segpipe-model")
         self.admitted = 0  # requests of this process reading their body, waiting or running
@@ -71,6 +74,7 @@ class ModelService:
                 "lineage": {**self.contract.get("lineage", {}), **self.config.lineage},
                 "contract": self.contract,
                 "runtime": {"onnxruntime": onnxruntime.__version__, "providers": ["CPUExecutionProvider"],
+                            "threads": self.config.threads,
                             "segpipe": metadata.version("segpipe")},
                 "limits": {"max_bytes": self.config.max_bytes, "max_pixels": self.config.max_pixels,
                            "queue": self.config.queue},

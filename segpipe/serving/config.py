@@ -24,6 +24,7 @@ class ServeConfig:
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 4096 * 4096
     queue: int = 32  # requests admitted per worker process (running or waiting); more get 503
+    threads: int = 0  # threads per worker process for onnxruntime and torch (0: their own choice)
 
     def environment_value(self) -> str:
         """The value of :data:`CONFIG_ENV` that hands this config to the worker processes."""
@@ -34,6 +35,12 @@ class ServeConfig:
         if CONFIG_ENV not in os.environ:
             raise SegpipeError(f"{CONFIG_ENV} is not set: start the server with `segpipe serve`")
         return cls(**json.loads(os.environ[CONFIG_ENV]))
+
+
+def threads_per_worker(workers: int) -> int:
+    """The cores shared out between the worker processes, so that two workers do not each start a thread per
+    core and slow each other down."""
+    return max(1, (os.cpu_count() or 1) // workers)
 
 
 def local_model(spec: str) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from segpipe.fsutil import environment
 from segpipe.params import TrackingParams, load_params
-from segpipe.serving.config import CONFIG_ENV, ServeConfig, local_model
+from segpipe.serving.config import CONFIG_ENV, ServeConfig, local_model, threads_per_worker
 from segpipe.serving.monitoring import MULTIPROC_ENV
 
 LOOPBACK = "127.0.0.1"
@@ -41,9 +41,10 @@ def serve(spec: str, host: str = LOOPBACK, port: int = 8000, workers: int = 1, *
         else:
             path, lineage = local_model(spec), {}
         predictor = Predictor.from_onnx(path)  # a model that cannot load is a one-line error before uvicorn starts
-        config = ServeConfig(str(path), spec, lineage, max_bytes, max_pixels, queue)
+        config = ServeConfig(str(path), spec, lineage, max_bytes, max_pixels, queue, threads_per_worker(workers))
         print(f"serve: {spec} ({predictor.task.name}, {predictor.categories.num_classes} classes) on "
-              f"http://{host}:{port} with {workers} worker(s): POST /predict, GET /health /metadata /metrics",
+              f"http://{host}:{port} with {workers} worker(s) of {config.threads} thread(s): POST /predict, "
+              f"GET /health /metadata /metrics",
               flush=True)
         del predictor
         metrics = Path(scratch, "metrics")
