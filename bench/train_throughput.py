@@ -1,11 +1,12 @@
-"""Training throughput of the train stage vs a plain reference loop, and onnxruntime vs eager inference.
+"""Training throughput of the train stage vs a plain reference loop, onnxruntime vs eager inference, and the
+training step of every model per step path (layout and precision; :mod:`bench.step_paths`).
 
 The reference is a torchvision-references style loop: every sample decoded from its PNG with PIL, augmented,
 converted to float and normalised in the DataLoader workers; same model, batch, crop size, optimizer and loss.
 Each side runs in its own process so that peak memory is its own. Run it where `dvc repro` has produced
-data/cache, data/split and export/model.onnx:
+data/cache, data/split and export/model.onnx (the step paths need nothing: they build their own synthetic data):
 
-    python -m bench.train_throughput [--steps 30] [--out bench/results/train_throughput.json]
+    python -m bench.train_throughput [--steps 30] [--parts stage step_paths] [--out ...]   # ~15 min on 2 cores
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from bench.step_paths import measure_step_paths
 from segpipe.data.canonical import read_manifest
 from segpipe.data.dataset import DecodingSegmentation, data_loader
 from segpipe.distributed import init_runtime
@@ -100,28 +103,40 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=30, help="training steps measured per side")
     parser.add_argument("--mode", choices=["ours", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--runs", type=int, default=20, help="inference runs timed per engine")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON figures")
+    parser.add_argument("--parts", nargs="+", choices=["stage", "step_paths"], default=["stage", "step_paths"],
+                        help="stage: the train stage against the reference loop; step_paths: every model per path")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="the JSON figures (parts not run keep theirs)")
     args = parser.parse_args(argv)
     if args.mode:  # the child process: measure one side and print it
         print(json.dumps(measure(args.mode, args.steps)))
         return {}
+    figures = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    if "stage" in args.parts:
+        figures.update(stage_figures(args.steps, args.runs))
+    if "step_paths" in args.parts:
+        with tempfile.TemporaryDirectory() as folder:
+            figures["cpu_step_paths"] = measure_step_paths(Path(folder))
+    figures.update({"cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__})
+    write_json(args.out, figures)
+    print(json.dumps(figures, indent=2))
+    return figures
+
+
+def stage_figures(steps: int, runs: int) -> dict:
+    """The train stage against the reference loop, each in its own process, and inference."""
     sides = {}
     for mode in ("ours", "reference"):
         done = subprocess.run([sys.executable, "-m", "bench.train_throughput", "--mode", mode, "--steps",
-                               str(args.steps)], capture_output=True, text=True, check=True)
+                               str(steps)], capture_output=True, text=True, check=True)
         sides[mode] = json.loads(done.stdout.strip().splitlines()[-1])
     ours, reference = sides["ours"], sides["reference"]
-    figures = {
+    return {
         "benchmark": "train_throughput",
         "train_stage": sides["ours"], "reference_loop": sides["reference"],
         "speedup_train_stage_over_reference": round(ours["images_per_s"] / reference["images_per_s"], 2),
         "peak_rss_ratio_train_stage_over_reference": round(ours["peak_rss_mb"] / reference["peak_rss_mb"], 2),
-        "inference": inference(args.runs) if (ONNX_MODEL).is_file() else "skipped: no export/model.onnx",
-        "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+        "inference": inference(runs) if (ONNX_MODEL).is_file() else "skipped: no export/model.onnx",
     }
-    write_json(args.out, figures)
-    print(json.dumps(figures, indent=2))
-    return figures
 
 
 if __name__ == "__main__":

@@ -26,14 +26,14 @@ class StepSettings:
     """How each step runs: device-side transform, mixed precision, memory format, clipping, step cap."""
 
     device_transform: nn.Module
-    amp: str
+    amp: str  # off | bf16 | fp16, as resolved for the device (segpipe.step_path)
     channels_last: bool
     grad_clip: float | None
     max_steps: int | None
 
     def autocast(self, device: torch.device):
-        if device.type == "cuda" and self.amp in AMP_DTYPES:
-            return torch.autocast("cuda", dtype=AMP_DTYPES[self.amp])
+        if self.amp in AMP_DTYPES:
+            return torch.autocast(device.type, dtype=AMP_DTYPES[self.amp])
         return nullcontext()
 
 
@@ -59,7 +59,7 @@ def eval_loader(dataset: Dataset, batch_size: int, workers: int, runtime: Runtim
 
 def _images(batch: dict, settings: StepSettings, device: torch.device) -> torch.Tensor:
     images = settings.device_transform(batch["image"].to(device, non_blocking=True))
-    if settings.channels_last and device.type == "cuda":
+    if settings.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     return images
 

@@ -28,6 +28,7 @@ from segpipe.optim import build_optimizer, build_scheduler
 from segpipe.params import Params
 from segpipe.paths import AUGMENT_POLICY
 from segpipe.progress import duration
+from segpipe.step_path import choose_step_path
 from segpipe.tasks import get_task
 from segpipe.tasks.base import Learner
 from segpipe.transforms import build
@@ -87,7 +88,8 @@ class Trainer:
         self.config = task.model_config(params, self.categories)
         torch.manual_seed(params.base.seed)
         model = task.build_model(self.config, params.model.weights).to(runtime.device)
-        if params.train.channels_last and runtime.device.type == "cuda":
+        self.step_path = choose_step_path(params.train, runtime.device, params.model.name)
+        if self.step_path.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.net = DistributedDataParallel(model) if runtime.distributed else model
@@ -110,13 +112,12 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, params.train.optimizer)
         self.scheduler = build_scheduler(self.optimizer, params.train.schedule,
                                          self.steps_per_epoch * params.train.epochs, self.steps_per_epoch)
-        use_scaler = runtime.device.type == "cuda" and params.train.amp == "fp16"
-        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-        self.settings = StepSettings(build(self.policy["device_train"], ignore), params.train.amp,
-                                     params.train.channels_last, params.train.grad_clip,
-                                     params.train.max_steps_per_epoch)
-        self.eval_settings = StepSettings(build(self.policy["device_eval"], ignore), params.train.amp,
-                                          params.train.channels_last, None, None)
+        path = self.step_path
+        self.scaler = torch.amp.GradScaler("cuda") if path.amp == "fp16" else None
+        self.settings = StepSettings(build(self.policy["device_train"], ignore), path.amp, path.channels_last,
+                                     params.train.grad_clip, params.train.max_steps_per_epoch)
+        self.eval_settings = StepSettings(build(self.policy["device_eval"], ignore), path.amp, path.channels_last,
+                                          None, None)
 
     def state_dict(self, state: FitState, fingerprint: str) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state()}
@@ -215,7 +216,7 @@ def fit(trainer: Trainer, checkpoint_path: Path, fingerprint: str, on_start: Cal
     if runtime.is_main:
         print(f"{trainer.stage}: {how} {trainer.config['name']} on {runtime.device} x{runtime.world_size}, "
               f"{len(trainer.train_set)} train samples and {len(trainer.val_set)} val images, "
-              f"{trainer.steps_per_epoch} steps per epoch")
+              f"{trainer.steps_per_epoch} steps per epoch; steps: {trainer.step_path.describe()}")
     on_start(state)
     stopping = params.train.early_stopping
     started, first_epoch = time.monotonic(), state.epoch

@@ -31,7 +31,7 @@ def test_project_params_and_presets_are_valid():
         ({"augment": {"scale": [1.0, 0.5]}}, "augment.scale: needs 0 < low <= high"),
         ({"train": {"optimizer": {"lr": "0.003"}}}, "train.optimizer.lr: Input should be a valid number; write it "
                                                     "without quotes (got '0.003')"),
-        ({"train": {"channels_last": 1}}, "train.channels_last: Input should be a valid boolean"),
+        ({"train": {"channels_last": 1}}, "train.channels_last: must be auto, true or false (got 1)"),
         ({"augmnet": {"hflip": 0.5}}, "unknown key 'augmnet' (did you mean 'augment'?)"),
         ({"train": {"optimzer": {}}}, "unknown key 'train.optimzer' (did you mean 'train.optimizer'?)"),
         ({"ingest": {"format": "mask_folder", "source": "s", "mask_folder": {

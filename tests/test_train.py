@@ -15,6 +15,7 @@ from segpipe.data.canonical import Categories
 from segpipe.data.dataset import CachedSegmentation
 from segpipe.distributed import Runtime
 from segpipe.engine import StepSettings, eval_loader, validate
+from segpipe.step_path import choose_step_path, native_bf16
 from segpipe.tasks import get_task
 from segpipe.tasks.semantic import PixelCriterion
 from segpipe.transforms import build
@@ -70,6 +71,9 @@ def test_resume_after_kill_equals_uninterrupted_run(prepared, tmp_path):
 
     resumed = train(crashed)
     assert "resuming after epoch" in resumed.stdout
+    # the CPU's fast path (channels_last, and bf16 where the CPU has it) trains the same weights run after run
+    assert "steps: channels_last" in resumed.stdout
+    assert ("bf16 autocast" if native_bf16() else "fp32") in resumed.stdout
     a, b = checkpoint.load(whole / "models/model.pt"), checkpoint.load(crashed / "models/model.pt")
     assert a["epoch"] == b["epoch"] and a["val_miou"] == b["val_miou"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
@@ -117,7 +121,8 @@ def test_ddp_two_cpu_processes_reduce_metrics(prepared, tmp_path, machines):
 
     policy = json.loads((project / "data/cache/augment_policy.json").read_text())
     runtime = Runtime(0, 1, torch.device("cpu"))
-    settings = StepSettings(build(policy["device_eval"], policy_ignore), "off", False, None, None)
+    path = choose_step_path(params.train, runtime.device, params.model.name)  # as the training validated
+    settings = StepSettings(build(policy["device_eval"], policy_ignore), path.amp, path.channels_last, None, None)
     val = CachedSegmentation(project / "data/cache/val")
     task = get_task("semantic")
     criterion = PixelCriterion(torch.nn.CrossEntropyLoss(ignore_index=policy_ignore))

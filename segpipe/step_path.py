@@ -1,0 +1,71 @@
+"""How a training step runs on its device: the memory layout (channels_last or not) and the mixed precision.
+
+``train.channels_last`` and ``train.amp`` name them, or say ``auto``: on CUDA, channels_last with bf16 (fp16 on a
+GPU without bf16); on the CPU, what the catalog entry of the model records as faster there, measured by
+``bench/train_throughput.py`` (``bench/results/train_throughput.json``), bf16 only on a CPU with native BF16
+instructions. fp16 runs on CUDA only; on the CPU it trains in fp32 and says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import torch
+
+from segpipe.catalog import MODELS
+from segpipe.params.training import TrainParams
+
+CPU_FLAGS = Path("/proc/cpuinfo")
+NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+
+
+@dataclass(frozen=True)
+class StepPath:
+    """The resolved layout and precision of the training steps, and why they were chosen."""
+
+    channels_last: bool
+    amp: str  # off | bf16 | fp16
+    reason: str
+
+    def describe(self) -> str:
+        layout = "channels_last" if self.channels_last else "contiguous (NCHW)"
+        precision = "fp32" if self.amp == "off" else f"{self.amp} autocast"
+        return f"{layout}, {precision} ({self.reason})"
+
+
+@cache
+def native_bf16() -> bool:
+    """Whether this CPU has BF16 instructions (AVX512-BF16 or AMX), read from /proc/cpuinfo (False elsewhere)."""
+    try:
+        text = CPU_FLAGS.read_text()
+    except OSError:
+        return False
+    return any(set(line.split()) & NATIVE_BF16_FLAGS for line in text.splitlines() if line.startswith("flags"))
+
+
+def choose_step_path(train: TrainParams, device: torch.device, model_name: str) -> StepPath:
+    """The step path for ``model_name`` training on ``device`` under the ``train`` params."""
+    if device.type == "cuda":
+        auto_amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        channels_last = True if train.channels_last == "auto" else train.channels_last
+        return StepPath(channels_last, auto_amp if train.amp == "auto" else train.amp,
+                        "auto on CUDA" if "auto" in (train.amp, train.channels_last) else "as the params say")
+    entry = MODELS.get(model_name)
+    notes = []
+    if train.channels_last == "auto":
+        channels_last = bool(entry and entry.cpu_channels_last)
+        notes.append(f"layout auto: {'faster' if channels_last else 'not faster'} for {model_name} on the CPU")
+    else:
+        channels_last = train.channels_last
+    if train.amp == "auto":
+        amp = "bf16" if entry and entry.cpu_bf16 and native_bf16() else "off"
+        notes.append(f"amp auto: {'bf16' if amp == 'bf16' else 'fp32'} for {model_name} on "
+                     f"{'this CPU (native BF16)' if native_bf16() else 'a CPU without native BF16'}")
+    elif train.amp == "fp16":
+        amp = "off"
+        notes.append("amp fp16 runs on CUDA only: fp32 on the CPU")
+    else:
+        amp = train.amp
+    return StepPath(channels_last, amp, "; ".join(notes) or "as the params say")
