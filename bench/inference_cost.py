@@ -1,7 +1,7 @@
 """The inference cost report (:mod:`segpipe.inference_cost`, as the export stage writes it) of every semantic model
 at CamVid's size (360x480, 11 classes), from scratch (weights do not change the cost), measured in one session.
 
-    python -m bench.inference_cost      # about 10 minutes on 2 cores; writes bench/results/inference_cost.json
+    python -m bench.inference_cost      # about 5 minutes on 2 cores; writes bench/results/inference_cost.json
 """
 
 from __future__ import annotations

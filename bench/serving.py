@@ -1,6 +1,6 @@
 """``segpipe serve`` under load next to ``segpipe predict`` on the same images, measured in one session.
 
-    python -m bench.serving      # about 5 minutes on 2 cores; writes bench/results/serving.json
+    python -m bench.serving      # about 1.5 minutes on 2 cores; writes bench/results/serving.json
 
 The model is the default pipeline's (LRASPP MobileNetV3 on the embedded synthetic scenes at 128x128, trained for
 one epoch: its speed does not depend on how well it learned), exported to ONNX. The server gets raw-body POSTs

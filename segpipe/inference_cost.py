@@ -87,10 +87,12 @@ def cpu_name() -> str:
         return os.uname().machine
 
 
-def runtimes(module: nn.Module, onnx_path: Path) -> dict[str, tuple[Runner, str]]:
-    """Each runtime available here, as a function of a CPU batch, and the device it runs on."""
+def runtimes(module: nn.Module, onnx_path: Path,
+             cpu: ort.InferenceSession | None = None) -> dict[str, tuple[Runner, str]]:
+    """Each runtime available here, as a function of a CPU batch, and the device it runs on; ``cpu``: an
+    onnxruntime CPU session of ``onnx_path`` already open."""
     found: dict[str, tuple[Runner, str]] = {"eager_cpu": (module, "cpu")}
-    cpu = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    cpu = cpu or ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     name = cpu.get_inputs()[0].name
     found["onnxruntime_cpu"] = (lambda x: cpu.run(None, {name: x.numpy()}), "cpu")
     if torch.cuda.is_available():
@@ -128,10 +130,12 @@ def measure(run: Runner, device: str, single: torch.Tensor, batch: torch.Tensor 
 
 
 def cost_report(module: nn.Module, onnx_path: Path, example: torch.Tensor, train_size: list[int] | None,
-                size: list[int] | None, runs: int, batch_size: int, batches: bool) -> dict[str, Any]:
+                size: list[int] | None, runs: int, batch_size: int, batches: bool,
+                session: ort.InferenceSession | None = None) -> dict[str, Any]:
     """The cost report of ``module`` (the traced module, on CPU) and its export ``onnx_path``. ``example`` is a
     normalised test image; the runtimes are timed on it resized to ``size`` (default: its own size).
-    ``batches``: whether the model takes more than one image per call (else throughput is one after another)."""
+    ``batches``: whether the model takes more than one image per call (else throughput is one after another);
+    ``session``: an onnxruntime CPU session of ``onnx_path`` to reuse."""
     module = module.eval()
     height, width = size or list(example.shape[-2:])
     single = torch.nn.functional.interpolate(example, size=(height, width), mode="bilinear", align_corners=False)
@@ -144,7 +148,7 @@ def cost_report(module: nn.Module, onnx_path: Path, example: torch.Tensor, train
               "batch_size": batch_size if batches else 1, "runs": runs, "torch_threads": torch.get_num_threads(),
               "cpu": cpu_name()}
     report["runtimes"] = {name: measure(run, device, single, batch, runs)
-                          for name, (run, device) in runtimes(module, onnx_path).items()}
+                          for name, (run, device) in runtimes(module, onnx_path, session).items()}
     return report
 
 

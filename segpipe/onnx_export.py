@@ -100,7 +100,8 @@ def export_checked(trained: TrainedModel, samples: list[dict[str, Any]], inputs:
     if not check.failure:
         settings = params.export
         cost = cost_report(module, path, inputs[0], trained.saved.get("train_size"), settings.cost_size,
-                           settings.latency_runs, settings.throughput_batch, 0 in task.dynamic_axes(config)[INPUT])
+                           settings.latency_runs, settings.throughput_batch, 0 in task.dynamic_axes(config)[INPUT],
+                           session)
         eager, onnx = cost["runtimes"]["eager_cpu"]["p50_ms"], cost["runtimes"]["onnxruntime_cpu"]["p50_ms"]
         check.report.update({"torch_cpu_ms": eager, "onnxruntime_cpu_ms": onnx, "onnxruntime_speedup": eager / onnx,
                              "latency_input_shape": [1, 3, *cost["size"]], "cost": cost})
