@@ -233,13 +233,15 @@ def test_ddp_val_mask_ap_equals_one_process_over_every_val_image(pipeline, tmp_p
     from segpipe.distributed import Runtime
     from segpipe.engine import StepSettings, eval_loader, validate
     from segpipe.models import build_model
+    from segpipe.step_path import choose_step_path
     from segpipe.tasks import get_task
     from segpipe.transforms import build
 
     project = tmp_path / "ddp"
     shutil.copytree(pipeline, project, ignore=shutil.ignore_patterns("mlflow.db", ".segpipe", "models"))
     train = {"epochs": 6, "batch_size": 4, "loader_workers": 0, "optimizer": {"name": "adamw", "lr": 0.002}}
-    write_params(project / "params.yaml", tiny_instance_params(train=train, tracking={"enabled": False}))
+    params = tiny_instance_params(train=train, tracking={"enabled": False})
+    write_params(project / "params.yaml", params)
     done = torchrun(project, "train")
     assert "on cpu x2" in done.stdout
     saved = checkpoint.load(project / "models/model.pt")
@@ -248,7 +250,9 @@ def test_ddp_val_mask_ap_equals_one_process_over_every_val_image(pipeline, tmp_p
     policy = json.loads((project / "data/cache/augment_policy.json").read_text())
     categories = Categories.load(project / "data/cache/categories.json")
     task = get_task("instance")
-    settings = StepSettings(build(policy["device_eval"], categories.ignore_index), "off", False, None, None)
+    path = choose_step_path(params.train, torch.device("cpu"), params.model.name)  # as the training validated
+    settings = StepSettings(build(policy["device_eval"], categories.ignore_index), path.amp, path.channels_last,
+                            None, None)
     loader = eval_loader(CachedSegmentation(project / "data/cache/val", instances=True), 4, 0,
                          Runtime(0, 1, torch.device("cpu")), task.collate)
     evaluator = task.validation_evaluator(categories, task.criterion(None, categories, project), saved["config"])
