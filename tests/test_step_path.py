@@ -40,8 +40,8 @@ def test_auto_on_the_cpu_takes_what_was_measured_for_the_model(models, bf16_cpu)
     chosen = choose_step_path(TrainParams(), CPU, fast)
     assert (chosen.channels_last, chosen.amp) == (True, "bf16")
     assert "faster for fast_on_cpu" in chosen.describe() and "native BF16" in chosen.describe()
-    assert (choose_step_path(TrainParams(), CPU, plain).channels_last, choose_step_path(TrainParams(), CPU,
-                                                                                           plain).amp) == (False, "off")
+    unchanged = choose_step_path(TrainParams(), CPU, plain)
+    assert (unchanged.channels_last, unchanged.amp) == (False, "off")
     bf16_cpu(False)  # no BF16 instructions: bf16 would be emulated, so auto stays in fp32
     chosen = choose_step_path(TrainParams(), CPU, fast)
     assert (chosen.channels_last, chosen.amp) == (True, "off")

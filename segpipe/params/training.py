@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, StrictBool, field_validator
+from pydantic import Field, field_validator
 
 from segpipe.params.section import Section, refuse
 
@@ -62,13 +62,13 @@ class TrainParams(Section):
     amp: Literal["auto", "bf16", "fp16", "off"] = Field(
         "auto", description="mixed precision; auto: bf16 on CUDA, and on a CPU with native BF16 for the models "
                             "where it is measured faster (fp16: CUDA only)")
-    channels_last: Literal["auto"] | StrictBool = Field(
+    channels_last: Literal["auto"] | bool = Field(
         "auto", description="memory layout; auto: on CUDA, and on the CPU for the models where it is measured faster")
     trial: TrialParams = TrialParams()
 
     @field_validator("channels_last", mode="before")
     @classmethod
-    def _layout(cls, value: Any) -> Any:
+    def _layout(cls, value: Any) -> Any:  # strict: 1 or "yes" is not a layout
         return refuse("" if value == "auto" or isinstance(value, bool) else "must be auto, true or false", value)
 
 
