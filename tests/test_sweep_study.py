@@ -14,6 +14,7 @@ import pytest
 from segpipe.errors import SegpipeError
 from segpipe.params import SweepParams, TrialParams, parse_params
 from segpipe.sweep.reporting import TrialReporter
+from segpipe.sweep.results import settle_trial
 from segpipe.sweep.search import TrialSource
 from segpipe.sweep.study import STORAGE_ENV, open_study, storage_url
 from tests.servers import bin_path, free_port, stop, wait_healthy
@@ -22,6 +23,7 @@ REPORTING = """
 import json, sys
 from segpipe.params import TrialParams
 from segpipe.sweep.reporting import TrialReporter
+from segpipe.sweep.results import settle_trial
 number, epochs = int(sys.argv[1]), int(sys.argv[2])
 reporter = TrialReporter(TrialParams(study="shared", number=number))
 for epoch in range(1, epochs + 1):
@@ -78,6 +80,24 @@ def test_hyperband_stops_the_weak_trials_that_report_to_it(tmp_path, monkeypatch
     states = [t.state.name for t in study.get_trials()]
     assert "PRUNED" in states and sum(epochs_run) < 9 * 9, (states, epochs_run)
     assert epochs_run[0] == 9 and epochs_run[-1] == 9  # the first of its bracket and the best run to the end
+
+
+def test_a_test_objective_is_told_by_the_sweep_after_evaluation_not_by_training(tmp_path, monkeypatch):
+    sweep = SweepParams.model_validate({"method": "grid", "study": "arms", "objective": "test_miou",
+                                        "allow_test_objective": True, "space": {"base.seed": [0, 1]}})
+    url = storage_url("arms.journal", tmp_path)
+    monkeypatch.setenv(STORAGE_ENV, url)
+    study = open_study(sweep, url, seed=0, max_epochs=3)
+    trial = TrialSource(study, sweep, seed=0).ask()
+    reporter = TrialReporter(TrialParams(study="arms", number=trial.number))
+    assert not any(reporter.should_stop(epoch, {"val_miou": 0.1 * epoch}) for epoch in (1, 2, 3))  # no test yet
+    reporter.finish({"val_miou": 0.3, "epochs_run": 3, "pruned": False})
+    assert study.trials[0].state.name == "RUNNING" and study.trials[0].intermediate_values == {}
+    run = {"metrics": {"val_miou": 0.3, "test_miou": 0.25, "epochs_run": 3}}
+    assert settle_trial(study, trial, run, "test_miou") == "complete"
+    reopened = open_study(sweep, url, seed=0, max_epochs=3).trials[0]  # as a later session reads the journal
+    assert reopened.value == 0.25 and reopened.user_attrs["metrics"]["test_miou"] == 0.25
+    assert len(TrialSource(open_study(sweep, url, seed=0, max_epochs=3), sweep, seed=0)) == 1  # seed 1 is left
 
 
 def test_a_trial_without_its_study_or_storage_is_a_clear_error(tmp_path, monkeypatch):

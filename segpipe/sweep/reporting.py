@@ -1,5 +1,7 @@
 """A training's side of a sweep trial: report the validation objective of each epoch to the trial, ask the study's
-pruner whether to go on, and tell the study how the trial ended."""
+pruner whether to go on, and tell the study how the trial ended. A test objective (an experiment that compares arms)
+exists only after the evaluate stage: training then reports nothing, and the sweep tells the study the run's value
+(:func:`segpipe.sweep.results.settle_trial`)."""
 
 from __future__ import annotations
 
@@ -20,9 +22,12 @@ class TrialReporter:
         self.trial = open_trial(trial.study, trial.number)
         self.objective: str = self.trial.study.user_attrs["objective"]
         self.label = f"trial {trial.number} of study '{trial.study}'"
+        self.on_test = self.objective.startswith("test_")
 
     def should_stop(self, epoch: int, row: dict[str, Any]) -> bool:
         """Report epoch ``epoch``'s objective (from the history ``row``); True when the pruner stops the trial."""
+        if self.on_test:
+            return False
         value = row.get(self.objective)
         if value is None or not math.isfinite(value):
             raise SegpipeError(f"{self.label} optimises {self.objective}, which epoch {epoch} did not give a finite "
@@ -36,6 +41,8 @@ class TrialReporter:
         import optuna
 
         self.trial.set_user_attr("metrics", {k: v for k, v in summary.items() if isinstance(v, int | float)})
+        if self.on_test:
+            return
         if summary.get("pruned"):
             self.trial.study.tell(self.trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
         else:
