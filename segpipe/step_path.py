@@ -13,8 +13,10 @@ from functools import cache
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from segpipe.catalog import MODELS
+from segpipe.engine import StepSettings
 from segpipe.params.training import TrainParams
 
 CPU_FLAGS = Path("/proc/cpuinfo")
@@ -28,6 +30,11 @@ class StepPath:
     channels_last: bool
     amp: str  # off | bf16 | fp16
     reason: str
+
+    def settings(self, device_transform: nn.Module, grad_clip: float | None = None,
+                 max_steps: int | None = None) -> StepSettings:
+        """The engine's settings for steps on this path (training or, without clip and step cap, evaluation)."""
+        return StepSettings(device_transform, self.amp, self.channels_last, grad_clip, max_steps)
 
     def describe(self) -> str:
         layout = "channels_last" if self.channels_last else "contiguous (NCHW)"

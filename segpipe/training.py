@@ -21,7 +21,7 @@ from segpipe.data.canonical import Categories
 from segpipe.data.dataset import CachedSegmentation
 from segpipe.data.split import labelled_subset
 from segpipe.distributed import Runtime, broadcast_from_main, sync_buffers
-from segpipe.engine import StepSettings, eval_loader, train_loader, train_one_epoch, validate
+from segpipe.engine import eval_loader, train_loader, train_one_epoch, validate
 from segpipe.errors import SegpipeError
 from segpipe.models.encoders import encoder_of
 from segpipe.optim import build_optimizer, build_scheduler
@@ -114,10 +114,9 @@ class Trainer:
                                          self.steps_per_epoch * params.train.epochs, self.steps_per_epoch)
         path = self.step_path
         self.scaler = torch.amp.GradScaler("cuda") if path.amp == "fp16" else None
-        self.settings = StepSettings(build(self.policy["device_train"], ignore), path.amp, path.channels_last,
-                                     params.train.grad_clip, params.train.max_steps_per_epoch)
-        self.eval_settings = StepSettings(build(self.policy["device_eval"], ignore), path.amp, path.channels_last,
-                                          None, None)
+        self.settings = path.settings(build(self.policy["device_train"], ignore), params.train.grad_clip,
+                                      params.train.max_steps_per_epoch)
+        self.eval_settings = path.settings(build(self.policy["device_eval"], ignore))
 
     def state_dict(self, state: FitState, fingerprint: str) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state()}

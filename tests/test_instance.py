@@ -231,7 +231,7 @@ def test_ddp_val_mask_ap_equals_one_process_over_every_val_image(pipeline, tmp_p
     from segpipe.data.canonical import Categories
     from segpipe.data.dataset import CachedSegmentation
     from segpipe.distributed import Runtime
-    from segpipe.engine import StepSettings, eval_loader, validate
+    from segpipe.engine import eval_loader, validate
     from segpipe.models import build_model
     from segpipe.step_path import choose_step_path
     from segpipe.tasks import get_task
@@ -251,8 +251,7 @@ def test_ddp_val_mask_ap_equals_one_process_over_every_val_image(pipeline, tmp_p
     categories = Categories.load(project / "data/cache/categories.json")
     task = get_task("instance")
     path = choose_step_path(params.train, torch.device("cpu"), params.model.name)  # as the training validated
-    settings = StepSettings(build(policy["device_eval"], categories.ignore_index), path.amp, path.channels_last,
-                            None, None)
+    settings = path.settings(build(policy["device_eval"], categories.ignore_index))
     loader = eval_loader(CachedSegmentation(project / "data/cache/val", instances=True), 4, 0,
                          Runtime(0, 1, torch.device("cpu")), task.collate)
     evaluator = task.validation_evaluator(categories, task.criterion(None, categories, project), saved["config"])

@@ -14,7 +14,7 @@ from segpipe import checkpoint
 from segpipe.data.canonical import Categories
 from segpipe.data.dataset import CachedSegmentation
 from segpipe.distributed import Runtime
-from segpipe.engine import StepSettings, eval_loader, validate
+from segpipe.engine import eval_loader, validate
 from segpipe.step_path import choose_step_path, native_bf16
 from segpipe.tasks import get_task
 from segpipe.tasks.semantic import PixelCriterion
@@ -122,7 +122,7 @@ def test_ddp_two_cpu_processes_reduce_metrics(prepared, tmp_path, machines):
     policy = json.loads((project / "data/cache/augment_policy.json").read_text())
     runtime = Runtime(0, 1, torch.device("cpu"))
     path = choose_step_path(params.train, runtime.device, params.model.name)  # as the training validated
-    settings = StepSettings(build(policy["device_eval"], policy_ignore), path.amp, path.channels_last, None, None)
+    settings = path.settings(build(policy["device_eval"], policy_ignore))
     val = CachedSegmentation(project / "data/cache/val")
     task = get_task("semantic")
     criterion = PixelCriterion(torch.nn.CrossEntropyLoss(ignore_index=policy_ignore))
