@@ -78,18 +78,14 @@ def _worth_logging(line: str) -> bool:
     return bool(line.strip()) and not line.strip().startswith(DVC_HINTS)
 
 
-@task(task_run_name="{stage}", retry_condition_fn=_retry_if_transient)
-def run_stage(stage: str, project: str, timeout: float = 86400, pull: bool = False) -> str:
-    """Run one stage through DVC, streaming its output into the task's log; returns 'ran', 'restored' (from the
-    run cache: someone ran it with the same code, params and data) or 'up to date'. With ``pull``, the outputs of
-    a restored stage come from the DVC remote. A stage still running after ``timeout`` seconds is killed as hung
-    (orchestration.timeout_seconds)."""
+def stream_logged(command: list[str], cwd: str | Path, env: dict[str, str], timeout: float) -> tuple[int, str, bool]:
+    """Run ``command``, each line of its output (stdout and stderr) going to the Prefect run's log as it comes;
+    killed with its process group after ``timeout`` seconds. Returns the exit code, the whole output and whether
+    it was killed as hung."""
     logger = get_run_logger()
     lines = []
-    command = ["dvc", "repro", "--single-item", *(["--pull"] if pull else []), stage]
-    with subprocess.Popen(command, cwd=project, env=stage_environment(),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                          start_new_session=True) as process:
+    with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          bufsize=1, start_new_session=True) as process:
         watchdog = threading.Timer(timeout, os.killpg, (process.pid, signal.SIGKILL))
         watchdog.start()
         try:
@@ -99,11 +95,21 @@ def run_stage(stage: str, project: str, timeout: float = 86400, pull: bool = Fal
                     logger.info("%s", line.rstrip())
         finally:
             watchdog.cancel()
-    output = "".join(lines)
-    if watchdog.finished.is_set() and process.returncode == -signal.SIGKILL:
+    return process.returncode, "".join(lines), watchdog.finished.is_set() and process.returncode == -signal.SIGKILL
+
+
+@task(task_run_name="{stage}", retry_condition_fn=_retry_if_transient)
+def run_stage(stage: str, project: str, timeout: float = 86400, pull: bool = False) -> str:
+    """Run one stage through DVC, streaming its output into the task's log; returns 'ran', 'restored' (from the
+    run cache: someone ran it with the same code, params and data) or 'up to date'. With ``pull``, the outputs of
+    a restored stage come from the DVC remote. A stage still running after ``timeout`` seconds is killed as hung
+    (orchestration.timeout_seconds)."""
+    command = ["dvc", "repro", "--single-item", *(["--pull"] if pull else []), stage]
+    returncode, output, hung = stream_logged(command, project, stage_environment(), timeout)
+    if hung:
         raise StageFailed(stage, f"still running after {timeout:.0f} s (orchestration.timeout_seconds): killed as "
                                  f"hung; last output: {' | '.join(output.strip().splitlines()[-2:])}", user_error=False)
-    if process.returncode != 0:
+    if returncode != 0:
         raise _failure(stage, output)
     if f"Running stage '{stage}'" in output:
         return "ran"

@@ -42,14 +42,14 @@ from segpipe.tasks import get_task
 @flow(name="segmentation-sweep", log_prints=True)
 def segmentation_sweep(project: str = ".", method: str | None = None, space: dict[str, Any] | None = None,
                        trials: int | None = None, concurrency: int | None = None, results: str | None = None,
-                       pruner: str | None = None, study: str | None = None,
-                       deployment: str | None = None) -> dict[str, Any]:
+                       pruner: str | None = None, study: str | None = None, deployment: str | None = None,
+                       budget_minutes: float | None = None) -> dict[str, Any]:
     """Run the sweep from params (``orchestration.sweep``), any argument given here overriding it."""
     root = Path(project).resolve()
     params = load_params(root / "params.yaml")
     given = {k: v for k, v in {"method": method, "space": space, "trials": trials, "concurrency": concurrency,
                                "results": results, "pruner": pruner, "study": study,
-                               "deployment": deployment}.items() if v is not None}
+                               "deployment": deployment, "budget_minutes": budget_minutes}.items() if v is not None}
     sweep = SweepParams.model_validate({**params.orchestration.sweep.model_dump(), **given})
     if sweep.objective is None:  # the task's own, on validation: val_miou, val_mask_ap, val_pq
         sweep = sweep.model_copy(update={"objective": f"val_{get_task(params.task).objective}"})
@@ -76,7 +76,7 @@ def segmentation_sweep(project: str = ".", method: str | None = None, space: dic
                                             params.orchestration.timeout_seconds), stamp, guard)
     try:
         with working_directory(root):  # the default tracking store is a file of the project
-            ran = _run_trials(optuna_study, source, launch, guard, params, parent)
+            ran = _run_trials(optuna_study, source, launch, guard, params, parent, _deadline(sweep))
     finally:
         restored = guard.restore()
         if restored:
@@ -109,6 +109,11 @@ def segmentation_sweep(project: str = ".", method: str | None = None, space: dic
             "compute": compute, "study": sweep.study, "storage": storage}
 
 
+def _deadline(sweep: SweepParams) -> float | None:
+    """The time after which this sweep run starts no trial (``orchestration.sweep.budget_minutes``)."""
+    return time.monotonic() + 60 * sweep.budget_minutes if sweep.budget_minutes else None
+
+
 def _max_epochs(params: Params, sweep: SweepParams) -> int | None:
     """The most epochs a trial runs (hyperband's top budget); None when the space sets train.epochs."""
     return None if "train.epochs" in sweep.space else params.train.epochs
@@ -134,12 +139,16 @@ def _launcher(root: Path, sweep: SweepParams, base: TrialRun, stamp: str, guard:
 
 
 def _run_trials(study: Any, source: TrialSource, launch: Launch, guard: ParamsGuard, params: Params,
-                parent: str) -> dict[str, dict[str, Any]]:
-    """Keep ``concurrency`` trials running, asking the study for the next one whenever one ends; return what each
-    trial's run gave, by name. A failed trial is marked failed in the study and the sweep goes on."""
+                parent: str, deadline: float | None) -> dict[str, dict[str, Any]]:
+    """Keep ``concurrency`` trials running, asking the study for the next one whenever one ends, until the
+    ``deadline`` (``time.monotonic``) passes; return what each trial's run gave, by name. A failed trial is marked
+    failed in the study and the sweep goes on."""
     in_flight: dict[PrefectFuture, Any] = {}
     ran: dict[str, dict[str, Any]] = {}
     while True:
+        if deadline is not None and time.monotonic() > deadline and len(source):
+            print(f"budget of {source.sweep.budget_minutes:g} min spent: {source.stop()} trials left, which the next "
+                  f"run of study '{source.sweep.study}' runs")
         while len(in_flight) < source.sweep.concurrency:
             trial = source.ask()
             if trial is None:

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.deployments import run_deployment
 
-from flows.pipeline import stage_environment
+from flows.pipeline import stage_environment, stream_logged
 from segpipe.errors import SegpipeError
 from segpipe.overrides import dvc_set_args
 from segpipe.paths import METRICS, PRETRAIN_SUMMARY, TRAIN_SUMMARY
@@ -80,15 +80,13 @@ def run_local_trial(project: str, trial: TrialRun, values: dict[str, Any], temp:
     command = ["dvc", "exp", "run", "-n", trial.name, *(["--temp"] if temp else []),
                *dvc_set_args(trial.overrides(values))]
     started = time.time()
-    try:
-        done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=trial.timeout)
-    except subprocess.TimeoutExpired:
+    returncode, output, hung = stream_logged(command, project, env, trial.timeout)  # one line per epoch, live
+    if hung:
         raise SegpipeError(f"trial {trial.name} still ran after {trial.timeout:.0f} s "
-                           f"(orchestration.timeout_seconds) and was killed as hung") from None
-    get_run_logger().info("%s", (done.stdout + done.stderr).strip()[-3000:])
-    if done.returncode != 0:
-        errors = [line for line in (done.stdout + done.stderr).splitlines() if ": error:" in line]
-        raise SegpipeError(f"trial {trial.name} failed: {errors[-1] if errors else done.stderr.strip()[-500:]}")
+                           f"(orchestration.timeout_seconds) and was killed as hung")
+    if returncode != 0:
+        errors = [line for line in output.splitlines() if ": error:" in line]
+        raise SegpipeError(f"trial {trial.name} failed: {errors[-1] if errors else output.strip()[-500:]}")
     return {"name": trial.name, "overrides": values, "metrics": trial_metrics(Path(project), trial.name),
             "seconds": round(time.time() - started, 1)}
 

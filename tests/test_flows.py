@@ -137,6 +137,14 @@ def test_a_pruned_sweep_stops_the_hopeless_arm_and_a_second_run_continues_its_st
                                  "pruned_trials": 1}
     assert result["best_command"].startswith(f"dvc exp run -S train.optimizer.lr=0.01  # or: dvc exp apply "
                                              f"{good['name']}")
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId, TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:  # a trial's epochs reach its task's log as they happen
+        [task_run] = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[good["name"]])))
+        logs = client.read_logs(LogFilter(task_run_id=LogFilterTaskRunId(any_=[task_run.id])))
+    assert [log.message[:16] for log in logs if log.message.startswith("train: epoch ")] == \
+        ["train: epoch 1/3", "train: epoch 2/3", "train: epoch 3/3"]
     written = json.loads((project / "sweep.json").read_text())
     assert written["objective"] == "val_miou" and written["arms"] == [] and written["compute"] == result["compute"]
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
@@ -168,6 +176,10 @@ def test_a_pruned_sweep_stops_the_hopeless_arm_and_a_second_run_continues_its_st
     with pytest.raises(SegpipeError, match="study 'segpipe-sweep' tried train.optimizer.lr among \\[0.01, 1e-07\\], "
                                            "not \\[0.01, 1e-07, 0.003\\]: keep the values to continue it"):
         segmentation_sweep(project=str(project), space={"train.optimizer.lr": [0.01, 1e-7, 0.003]})
+    spent = segmentation_sweep(project=str(project), method="bayes", trials=3, pruner="median", budget_minutes=1e-9,
+                               space={"train.optimizer.lr": [0.01, 1e-7]})  # its budget is spent before a trial
+    assert [t["name"] for t in spent["trials"]] == [good["name"], hopeless["name"]]
+    assert len(optuna.load_study(study_name="segpipe-sweep", storage=storage).trials) == 2
     again = segmentation_sweep(project=str(project), method="bayes", trials=3, pruner="median",
                                space={"train.optimizer.lr": [0.01, 1e-7]})  # TPE, told of both earlier trials
     assert len(again["trials"]) == 3 and sh(project, "dvc", "exp", "list").count("segpipe-sweep-") == 3
@@ -271,6 +283,10 @@ def test_a_test_metric_as_objective_is_refused_unless_asked_for():
     allowed = parse_params({"orchestration": {"sweep": {"objective": "test_miou", "allow_test_objective": True}}})
     assert allowed.orchestration.sweep.objective == "test_miou"
     assert parse_params({}).orchestration.sweep.objective is None  # the flow makes it val_<task objective>
+    with pytest.raises(SegpipeError, match="pruner 'median' prunes on the epoch curve, which a test objective "
+                                           "\\('test_miou'\\) does not have"):
+        parse_params({"orchestration": {"sweep": {"objective": "test_miou", "allow_test_objective": True,
+                                                  "pruner": "median"}}})
 
 
 def test_the_sweep_never_writes_over_params_edited_while_it_ran(tmp_path):

@@ -61,6 +61,8 @@ class SweepParams(Section):
     space: dict[str, list[Any] | RangeSpec] = Field(default_factory=dict, description="dotted key -> values or range")
     results: str | None = Field(None, description="a JSON file for the trials and, with base.seed in a grid's space, "
                                                   "the mean and std of each arm over its seeds")
+    budget_minutes: float | None = Field(None, gt=0, description="start no trial after this many minutes; the next "
+                                                                 "sweep run of the same study goes on with the rest")
 
     @model_validator(mode="after")
     def _selects_on_validation(self) -> SweepParams:
@@ -68,6 +70,13 @@ class SweepParams(Section):
             raise ValueError(f"objective '{self.objective}' is a test metric: choosing hyperparameters on the test "
                              f"set makes the reported score optimistic; use val_{self.objective.removeprefix('test_')}"
                              f" (or null), or set allow_test_objective: true for an experiment that selects nothing")
+        return self
+
+    @model_validator(mode="after")
+    def _prunes_on_validation(self) -> SweepParams:
+        if self.objective and self.objective.startswith("test_") and self.pruner != "none":
+            raise ValueError(f"pruner '{self.pruner}' prunes on the epoch curve, which a test objective "
+                             f"('{self.objective}') does not have: set pruner: none, or a validation objective")
         return self
 
     @model_validator(mode="after")

@@ -91,6 +91,12 @@ class TrialSource:
     def __len__(self) -> int:
         return len(self.queue)
 
+    def stop(self) -> int:
+        """Ask no more trials in this run; return how many were left (a later run of the study asks them)."""
+        left = len(self.queue)
+        self.queue.clear()
+        return left
+
     def ask(self) -> Any | None:
         """The next trial (an Optuna trial, marked running in the study), or None when this run has asked all."""
         if not self.queue:
