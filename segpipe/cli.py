@@ -19,7 +19,9 @@ def _preset(args: argparse.Namespace) -> None:
         return
     path, kept = presets.apply(args.name, args.params)
     previous = f" (previous params in {kept})" if kept else ""
-    print(f"wrote preset {args.name} to {path}{previous}; now run: dvc repro")
+    experiment = " (one run), or python -m flows.sweep (the experiment in orchestration.sweep)" \
+        if presets.has_sweep(args.name) else ""
+    print(f"wrote preset {args.name} to {path}{previous}; now run: dvc repro{experiment}")
 
 
 def _predict(args: argparse.Namespace) -> None:

@@ -35,6 +35,12 @@ def preset_text(name: str) -> str:
     return text
 
 
+def has_sweep(name: str) -> bool:
+    """Whether preset ``name`` sets up an experiment (an ``orchestration.sweep.space``)."""
+    data = yaml.safe_load(preset_text(name))
+    return bool(((data.get("orchestration") or {}).get("sweep") or {}).get("space"))
+
+
 def full_params_text(name: str) -> str:
     """Preset ``name`` with every section spelled out: dvc.yaml needs each params section it lists to exist."""
     text = preset_text(name)

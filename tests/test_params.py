@@ -64,13 +64,14 @@ def test_params_file_errors(tmp_path):
         load_params(bad)
 
 
-def test_preset_command_writes_params(tmp_path):
+def test_preset_command_writes_params(tmp_path, capsys):
     from segpipe.cli import main
 
     target = tmp_path / "params.yaml"
     target.write_text("base: {seed: 1}\n")
     main(["preset", "camvid-cpu", "--params", str(target)])
     assert load_params(target).ingest.format == "mask_folder"
+    assert capsys.readouterr().out.rstrip().endswith("now run: dvc repro")
     written = yaml.safe_load(target.read_text())
     assert set(written) == set(Params.model_fields)  # every section, as dvc.yaml's params need
     assert (tmp_path / "params.yaml.bak").read_text() == "base: {seed: 1}\n"
@@ -81,5 +82,8 @@ def test_preset_command_writes_params(tmp_path):
     main(["preset", "instance", "--params", str(target)])  # a file that already has a backup gets no second one
     assert sorted(p.name for p in tmp_path.glob("*.bak")) == ["params.yaml.2.bak", "params.yaml.3.bak",
                                                               "params.yaml.bak"]
+    capsys.readouterr()
+    main(["preset", "camvid-pretrain-full", "--params", str(target)])
+    assert "or python -m flows.sweep (the experiment in orchestration.sweep)" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["preset", "no-such-preset", "--params", str(target)])
