@@ -18,6 +18,17 @@ def test_project_params_and_presets_are_valid():
         presets.preset_text(name)
 
 
+def test_the_full_budget_pretraining_experiment_fine_tunes_as_camvid_cpu_trains():
+    from segpipe import presets
+
+    cpu, experiment = (parse_params(yaml.safe_load(presets.preset_text(name)))
+                       for name in ("camvid-cpu", "camvid-pretrain-full"))
+    assert experiment.augment == cpu.augment and experiment.ingest == cpu.ingest
+    same = ("epochs", "batch_size", "optimizer", "schedule", "loss")
+    assert {key: getattr(experiment.train, key) for key in same} == {key: getattr(cpu.train, key) for key in same}
+    assert experiment.train.samples_per_epoch == 367 and experiment.train.label_fraction == 0.1  # 37 labelled
+
+
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
