@@ -16,7 +16,7 @@ from segpipe.data.cache import label_dtype
 from segpipe.data.extra_images import cache_extra_images
 from segpipe.distributed import barrier, init_runtime, shutdown
 from segpipe.fsutil import atomic_dir, write_atomic, write_json
-from segpipe.params import Params
+from segpipe.params import OptimizerParams, Params, TrainParams
 from segpipe.paths import AUGMENT_POLICY, CACHE, MODELS, PRETRAIN_SUMMARY, PRETRAINED, REPORTS, SPLIT
 from segpipe.pretraining import VALIDATION_SEED, PretrainLearner, corrupt, encoder_weights
 from segpipe.stage import stage_main, warn
@@ -30,14 +30,15 @@ EXTRA_DIR = "pretrain-extra-cache"  # beside data/cache while pretraining runs (
 
 
 def pretrain_params(params: Params) -> Params:
-    """``params`` with the training schedule of the pretrain section (epochs, batch, learning rate), from scratch,
-    on every train image."""
+    """``params`` with a training section of the pretrain section's own (epochs, batch, learning rate; the default
+    optimizer and schedule), from scratch, on every train image. Only the step path (``train.amp``,
+    ``train.channels_last``) and the loader processes come from ``train``: a sweep's trial, its schedule or its
+    optimizer are the fine-tuning's, which DVC reruns without rerunning the pretraining."""
     settings = params.pretrain
-    train = params.train.model_copy(update={
-        "epochs": settings.epochs, "batch_size": settings.batch_size,
-        "max_steps_per_epoch": settings.max_steps_per_epoch, "label_fraction": 1.0, "samples_per_epoch": None,
-        "optimizer": params.train.optimizer.model_copy(update={"lr": settings.lr}),
-        "early_stopping": params.train.early_stopping.model_copy(update={"patience": None})})
+    train = TrainParams(epochs=settings.epochs, batch_size=settings.batch_size,
+                        max_steps_per_epoch=settings.max_steps_per_epoch, loader_workers=params.train.loader_workers,
+                        amp=params.train.amp, channels_last=params.train.channels_last,
+                        optimizer=OptimizerParams(lr=settings.lr))
     model = params.model.model_copy(update={"weights": None})  # the encoder learns from scratch
     return params.model_copy(update={"train": train, "model": model})
 
@@ -56,7 +57,7 @@ def _extra_cache(params: Params, folder: Path) -> None:
 
 def _fingerprint(params: Params) -> str:
     parts = (params.base.seed, params.model.model_dump(exclude={"weights"}), params.pretrain.model_dump(),
-             params.augment.model_dump())
+             params.augment.model_dump(), params.train.amp, params.train.channels_last)
     return checkpoint.fingerprint(*parts, files=(AUGMENT_POLICY, CACHE / "train/samples.parquet"))
 
 

@@ -192,6 +192,22 @@ def test_pretrain_runs_in_two_ddp_processes(pretrained, tmp_path):
 
 
 @pytest.mark.slow
+def test_pretraining_takes_only_the_step_path_from_the_fine_tuning():
+    import yaml
+
+    from stages.pretrain import pretrain_params
+
+    params = tiny_train_params(model=UNET, pretrain=PRETRAIN, train={
+        "optimizer": {"name": "sgd", "lr": 0.1}, "schedule": {"name": "cosine"}, "freeze_encoder_epochs": 2,
+        "grad_clip": 1.0, "amp": "off", "channels_last": True, "trial": {"study": "sweep", "number": 3}})
+    train = pretrain_params(params).train
+    assert train.trial.study is None and train.freeze_encoder_epochs == 0 and train.grad_clip is None
+    assert (train.optimizer.name, train.optimizer.lr, train.schedule.name) == ("adamw", 0.003, "poly")
+    assert (train.amp, train.channels_last, train.epochs, train.batch_size) == ("off", True, 3, 2)
+    listed = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["pretrain"]["params"]
+    assert [key for key in listed if key.startswith("train")] == ["train.amp", "train.channels_last"]
+
+
 def test_dvc_repro_pretrains_then_fine_tunes(tmp_path):
     params = tiny_train_params(model={**UNET, "weights": "pretrained"}, pretrain=PRETRAIN)
     project = new_project(tmp_path / "project", params, commit=True)
