@@ -101,8 +101,9 @@ def segmentation_sweep(project: str = ".", method: str | None = None, space: dic
     with working_directory(root):  # the default tracking store is a file of the project
         _finish_parent(params, root, parent, table, markdown, sweep, compute)
     test = reported_test_metric(sweep.objective)
+    beside = f", {test} {best['metrics'].get(test)}" if test != sweep.objective else ""
     print(f"chosen on {sweep.objective}: trial {best['name']} ({sweep.objective} "
-          f"{best['metrics'].get(sweep.objective)}, {test} {best['metrics'].get(test)}): {best_command}")
+          f"{best['metrics'].get(sweep.objective)}{beside}): {best_command}")
     print(f"compute: {compute['trial_epochs']} of {compute['unpruned_trial_epochs']} trial-epochs "
           f"({compute['pruned_trials']} pruned)")
     return {"parent_run_id": parent, "trials": table, "arms": arms, "best_command": best_command,
