@@ -55,6 +55,7 @@ def segmentation_sweep(project: str = ".", method: str | None = None, space: dic
         sweep = sweep.model_copy(update={"objective": f"val_{get_task(params.task).objective}"})
     if not params.tracking.enabled or not sweep.space:
         raise SegpipeError("a sweep needs tracking.enabled: true and a non-empty orchestration.sweep.space")
+    deadline = _deadline(sweep)  # the budget counts from the sweep's start
     guard = ParamsGuard(root / "params.yaml")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with working_directory(root):
@@ -76,7 +77,7 @@ def segmentation_sweep(project: str = ".", method: str | None = None, space: dic
                                             params.orchestration.timeout_seconds), stamp, guard)
     try:
         with working_directory(root):  # the default tracking store is a file of the project
-            ran = _run_trials(optuna_study, source, launch, guard, params, parent, _deadline(sweep))
+            ran = _run_trials(optuna_study, source, launch, guard, params, parent, deadline)
     finally:
         restored = guard.restore()
         if restored:
