@@ -37,8 +37,7 @@ def preset_text(name: str) -> str:
 
 def has_sweep(name: str) -> bool:
     """Whether preset ``name`` sets up an experiment (an ``orchestration.sweep.space``)."""
-    data = yaml.safe_load(preset_text(name))
-    return bool(((data.get("orchestration") or {}).get("sweep") or {}).get("space"))
+    return bool(parse_params(yaml.safe_load(preset_text(name))).orchestration.sweep.space)
 
 
 def full_params_text(name: str) -> str:
