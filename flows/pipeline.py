@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from flows.child_processes import stops_reach_children, stream_logged
 from segpipe import dvc_remote, tracking
 from segpipe.checkout import CodeVersion, code_version, fallback_identity
 from segpipe.dvc_remote import GIT_REMOTE
@@ -67,35 +66,6 @@ def _retry_if_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefec
     except Exception:  # noqa: BLE001 - anything else (killed worker, lost lock) may pass on a retry
         return True
     return False
-
-
-# DVC's hints after every stage are for people at a shell; in a flow's logs they are noise
-DVC_HINTS = ("To track the changes with git, run:", "git add ", "To enable auto staging, run:",
-             "dvc config core.autostage true", "Use `dvc push` to send your updates to remote storage.")
-
-
-def _worth_logging(line: str) -> bool:
-    return bool(line.strip()) and not line.strip().startswith(DVC_HINTS)
-
-
-def stream_logged(command: list[str], cwd: str | Path, env: dict[str, str], timeout: float) -> tuple[int, str, bool]:
-    """Run ``command``, each line of its output (stdout and stderr) going to the Prefect run's log as it comes;
-    killed with its process group after ``timeout`` seconds. Returns the exit code, the whole output and whether
-    it was killed as hung."""
-    logger = get_run_logger()
-    lines = []
-    with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          bufsize=1, start_new_session=True) as process:
-        watchdog = threading.Timer(timeout, os.killpg, (process.pid, signal.SIGKILL))
-        watchdog.start()
-        try:
-            for line in process.stdout:
-                lines.append(line)
-                if _worth_logging(line):
-                    logger.info("%s", line.rstrip())
-        finally:
-            watchdog.cancel()
-    return process.returncode, "".join(lines), watchdog.finished.is_set() and process.returncode == -signal.SIGKILL
 
 
 @task(task_run_name="{stage}", retry_condition_fn=_retry_if_transient)
@@ -208,7 +178,8 @@ def segmentation_pipeline(overrides: dict[str, Any] | None = None, project: str 
     retrying = run_stage.with_options(retries=params.orchestration.retries,
                                       retry_delay_seconds=params.orchestration.retry_delay_seconds)
     timeout = params.orchestration.timeout_seconds
-    stages = {stage: retrying(stage, str(root), timeout, pull=bool(remote)) for stage in pipeline_stages(root)}
+    with stops_reach_children():  # a Ctrl-C or kill of the flow stops the stage it runs
+        stages = {stage: retrying(stage, str(root), timeout, pull=bool(remote)) for stage in pipeline_stages(root)}
     if overrides:
         save_experiment(root, overrides, experiment_name, remote)
     if remote:

@@ -26,6 +26,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture, as_completed
 
+from flows.child_processes import stops_reach_children
 from flows.sweep_trial import TrialRun, run_local_trial, run_pool_trial
 from segpipe import tracking
 from segpipe.errors import SegpipeError
@@ -76,7 +77,7 @@ def segmentation_sweep(project: str = ".", method: str | None = None, space: dic
     launch = _launcher(root, sweep, TrialRun("", sweep.study, 0, storage, parent, uri,
                                             params.orchestration.timeout_seconds), stamp, guard)
     try:
-        with working_directory(root):  # the default tracking store is a file of the project
+        with working_directory(root), stops_reach_children():  # tracking files are the project's; Ctrl-C stops trials
             ran = _run_trials(optuna_study, source, launch, guard, params, parent, deadline)
     finally:
         restored = guard.restore()

@@ -14,7 +14,8 @@ from typing import Any
 from prefect import task
 from prefect.deployments import run_deployment
 
-from flows.pipeline import stage_environment, stream_logged
+from flows.child_processes import stream_logged
+from flows.pipeline import stage_environment
 from segpipe.errors import SegpipeError
 from segpipe.overrides import dvc_set_args
 from segpipe.paths import METRICS, PRETRAIN_SUMMARY, TRAIN_SUMMARY

@@ -3,6 +3,10 @@
 import itertools
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -114,6 +118,42 @@ def test_failing_stage_fails_the_flow_with_its_error(tmp_path, prefect_engine):
     assert bad.is_failed()
     with pytest.raises(Exception, match="train.epochs"):
         bad.result()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stopping_the_flow_stops_the_stage_it_runs(tmp_path, prefect_engine, signum):
+    from prefect.settings import PREFECT_API_URL
+
+    project = new_project(tmp_path / "stopped", tiny_train_params())
+    sleeper = "python -c \"import os, time; open('stage.pid', 'w').write(str(os.getpid())); time.sleep(600)\""
+    (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"source": {"cmd": sleeper}}}))
+    flow = subprocess.Popen([sys.executable, "-m", "flows.pipeline"], cwd=project,
+                            env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()})
+    pid_file, stage = project / "stage.pid", None
+    try:
+        deadline = time.monotonic() + 120
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert flow.poll() is None and time.monotonic() < deadline, "the stage never started"
+            time.sleep(0.2)
+        stage = int(pid_file.read_text())
+        flow.send_signal(signum)
+        assert flow.wait(timeout=60) != 0
+        deadline = time.monotonic() + 20
+        while _alive(stage):
+            assert time.monotonic() < deadline, "the stage outlived its flow"
+            time.sleep(0.2)
+    finally:
+        flow.kill()
+        if stage and _alive(stage):
+            os.kill(stage, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_a_pruned_sweep_stops_the_hopeless_arm_and_a_second_run_continues_its_study(tmp_path, prefect_engine):
