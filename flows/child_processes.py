@@ -90,3 +90,15 @@ def stops_reach_children() -> Iterator[None]:
     finally:
         for signum, before in previous.items():
             signal.signal(signum, signal.SIG_DFL if before is None else before)
+
+
+def _exit(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def sigterm_exits() -> None:
+    """For a flow's command line (``python -m flows.sweep``): a SIGTERM, once the flow run has recorded it, ends
+    the process as an exit with status 143, so that the exit handlers run; without it Prefect's temporary API
+    server outlives a killed flow."""
+    signal.signal(signal.SIGTERM, _exit)
+

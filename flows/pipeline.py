@@ -18,7 +18,7 @@ import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.child_processes import stops_reach_children, stream_logged
+from flows.child_processes import sigterm_exits, stops_reach_children, stream_logged
 from segpipe import dvc_remote, tracking
 from segpipe.checkout import CodeVersion, code_version, fallback_identity
 from segpipe.dvc_remote import GIT_REMOTE
@@ -193,4 +193,5 @@ def segmentation_pipeline(overrides: dict[str, Any] | None = None, project: str 
 
 
 if __name__ == "__main__":
+    sigterm_exits()
     segmentation_pipeline()

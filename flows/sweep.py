@@ -26,7 +26,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture, as_completed
 
-from flows.child_processes import stops_reach_children
+from flows.child_processes import sigterm_exits, stops_reach_children
 from flows.sweep_trial import TrialRun, run_local_trial, run_pool_trial
 from segpipe import tracking
 from segpipe.errors import SegpipeError
@@ -200,4 +200,5 @@ def _finish_parent(params: Params, root: Path, parent: str, table: list[dict[str
 
 
 if __name__ == "__main__":
+    sigterm_exits()
     segmentation_sweep()
