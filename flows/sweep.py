@@ -34,7 +34,7 @@ from segpipe.fsutil import working_directory, write_json
 from segpipe.overrides import ParamsGuard, apply_overrides, dvc_set_args
 from segpipe.params import Params, SweepParams, load_params, parse_params, read_yaml
 from segpipe.sweep.report import arm_table, compute_used, reported_test_metric, summary_markdown, summary_table
-from segpipe.sweep.results import settle_trial, study_results
+from segpipe.sweep.results import recorded_test_metrics, settle_trial, study_results
 from segpipe.sweep.search import TrialSource, finished_trials
 from segpipe.sweep.study import open_study, storage_url
 from segpipe.tasks import get_task
@@ -167,6 +167,8 @@ def _run_trials(study: Any, source: TrialSource, launch: Launch, guard: ParamsGu
             ran[name] = future.result()
         except Exception as exc:  # noqa: BLE001 - one trial's failure is recorded; the others go on
             print(f"trial {name} failed: {exc}")
+        if name in ran and not ran[name]["metrics"]:  # a pool trial: its worker's run sent them to MLflow
+            ran[name]["metrics"] = recorded_test_metrics(params, name)
         state = settle_trial(study, trial, ran.get(name), source.sweep.objective)
         if name in ran:  # a trial whose training DVC restored still gets a child run
             tracking.log_restored_trial(params, parent, name, trial.params, ran[name]["metrics"])

@@ -34,6 +34,12 @@ def settle_trial(study: Any, trial: Any, result: dict[str, Any] | None, objectiv
     return STATES.get(frozen.state.name, frozen.state.name.lower())
 
 
+def recorded_test_metrics(params: Params, name: str) -> dict[str, float]:
+    """The test metrics that trial ``name``'s MLflow run holds: how a trial that ran on a work pool, or in an earlier
+    sweep run, reports them."""
+    return {k: v for k, v in tracking.trial_metrics(params, name).items() if k.startswith("test_")}
+
+
 def study_results(study: Any, params: Params, ran: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per trial of the study that segpipe ran and that ended: name, state, values, metrics (the study's
     validation ones and the test ones of its run) and seconds. ``ran`` holds what this sweep run's trials
@@ -44,8 +50,7 @@ def study_results(study: Any, params: Params, ran: dict[str, dict[str, Any]]) ->
         if not name or trial.state.name not in STATES:
             continue
         own = ran.get(name, {})
-        recorded = own.get("metrics") or {k: v for k, v in tracking.trial_metrics(params, name).items()
-                                          if k.startswith("test_")}
+        recorded = own.get("metrics") or recorded_test_metrics(params, name)
         seconds = own.get("seconds") or (round(trial.duration.total_seconds(), 1) if trial.duration else None)
         rows.append({"name": name, "number": trial.number, "state": STATES[trial.state.name],
                      "overrides": dict(trial.params), "metrics": {**recorded, **trial.user_attrs.get("metrics", {})},
