@@ -34,7 +34,7 @@ from segpipe.fsutil import working_directory, write_json
 from segpipe.overrides import ParamsGuard, apply_overrides, dvc_set_args
 from segpipe.params import Params, SweepParams, load_params, parse_params, read_yaml
 from segpipe.sweep.report import arm_table, compute_used, reported_test_metric, summary_markdown, summary_table
-from segpipe.sweep.results import recorded_test_metrics, settle_trial, study_results
+from segpipe.sweep.results import abandon_trials, recorded_test_metrics, settle_trial, study_results
 from segpipe.sweep.search import TrialSource, finished_trials
 from segpipe.sweep.study import open_study, storage_url
 from segpipe.tasks import get_task
@@ -159,7 +159,13 @@ def _run_trials(study: Any, source: TrialSource, launch: Launch, guard: ParamsGu
             in_flight[launch(trial)] = trial
         if not in_flight:
             return ran
-        future = next(as_completed(list(in_flight)))
+        try:
+            future = next(as_completed(list(in_flight)))
+        except BaseException:  # Ctrl-C or kill, which stopped the local trials too: the study keeps none running
+            if not source.sweep.deployment:  # a worker's run goes on, and tells the study itself
+                abandon_trials(study, list(in_flight.values()))
+            guard.trial_done()  # the stopped trial's values are still in params.yaml: the sweep puts it back
+            raise
         trial = in_flight.pop(future)
         guard.trial_done()
         name = trial.user_attrs["name"]

@@ -120,14 +120,19 @@ def test_failing_stage_fails_the_flow_with_its_error(tmp_path, prefect_engine):
         bad.result()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_stopping_the_flow_stops_the_stage_it_runs(tmp_path, prefect_engine, signum):
+@pytest.mark.parametrize("flow_module, signum", [("pipeline", signal.SIGINT), ("sweep", signal.SIGTERM)])
+def test_stopping_a_flow_stops_the_stage_or_trial_it_runs(tmp_path, prefect_engine, flow_module, signum):
+    import optuna
     from prefect.settings import PREFECT_API_URL
 
-    project = new_project(tmp_path / "stopped", tiny_train_params())
+    params = tiny_train_params(orchestration={"sweep": {"method": "grid", "space": {"train.optimizer.lr": [0.01]}}})
+    project = new_project(tmp_path / "stopped", params)
     sleeper = "python -c \"import os, time; open('stage.pid', 'w').write(str(os.getpid())); time.sleep(600)\""
     (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"source": {"cmd": sleeper}}}))
-    flow = subprocess.Popen([sys.executable, "-m", "flows.pipeline"], cwd=project,
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "a stage that runs until stopped")
+    before = (project / "params.yaml").read_text()
+    flow = subprocess.Popen([sys.executable, "-m", f"flows.{flow_module}"], cwd=project,
                             env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()})
     pid_file, stage = project / "stage.pid", None
     try:
@@ -147,6 +152,12 @@ def test_stopping_the_flow_stops_the_stage_it_runs(tmp_path, prefect_engine, sig
         flow.kill()
         if stage and _alive(stage):
             os.kill(stage, signal.SIGKILL)
+    assert (project / "params.yaml").read_text() == before
+    if flow_module == "sweep":  # the stopped trial is failed, so that the study's next run runs it again
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+            str(project / ".segpipe/optuna.journal")))
+        trials = optuna.load_study(study_name="segpipe-sweep", storage=storage).trials
+        assert [t.state.name for t in trials] == ["FAIL"]
 
 
 def _alive(pid: int) -> bool:

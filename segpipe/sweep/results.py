@@ -34,6 +34,15 @@ def settle_trial(study: Any, trial: Any, result: dict[str, Any] | None, objectiv
     return STATES.get(frozen.state.name, frozen.state.name.lower())
 
 
+def abandon_trials(study: Any, trials: list[Any]) -> None:
+    """Tell the study that ``trials``, still running when the sweep was stopped, failed: a continued study runs
+    them again rather than holding them as running for ever."""
+    import optuna
+
+    for trial in trials:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+
+
 def recorded_test_metrics(params: Params, name: str) -> dict[str, float]:
     """The test metrics that trial ``name``'s MLflow run holds: how a trial that ran on a work pool, or in an earlier
     sweep run, reports them."""
