@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import serve
@@ -51,7 +52,31 @@ def serve_deployments(project: Path, name: str) -> None:
     serve(pipeline, sweep)
 
 
-def git_source(project: Path, repository: str | None, branch: str | None, commit: str | None) -> GitRepository:
+@dataclass(frozen=True)
+class CodeSource:
+    """Where the workers fetch the code: a git URL at a pinned ``commit``, or at the tip of ``branch`` when each
+    run starts."""
+
+    url: str
+    branch: str | None
+    commit: str | None
+
+    def repository(self) -> GitRepository:
+        return GitRepository(url=self.url, branch=self.branch, commit_sha=self.commit)
+
+    def published(self) -> str:
+        """The commit that the branch (or the pinned commit) names on the remote, checked before registering."""
+        if self.commit:
+            return self.commit
+        listed = subprocess.run(["git", "ls-remote", self.url, f"refs/heads/{self.branch}"], capture_output=True,
+                                text=True, timeout=120)
+        if listed.returncode != 0 or not listed.stdout.strip():
+            raise SegpipeError(f"branch {self.branch} is not on {self.url}: push it first (`git push origin "
+                               f"{self.branch}`), workers only see what the remote holds")
+        return listed.stdout.split()[0]
+
+
+def git_source(project: Path, repository: str | None, branch: str | None, commit: str | None) -> CodeSource:
     """Where the workers fetch the code: ``repository`` (default: the project's git remote ``origin``) at
     ``commit``, or at the tip of ``branch`` (default: the project's branch) when each run starts."""
     here = code_version(project)
@@ -63,22 +88,10 @@ def git_source(project: Path, repository: str | None, branch: str | None, commit
     branch = branch or here.branch
     if not (branch or commit):
         raise SegpipeError(f"{project} is on no branch (detached HEAD): pass --branch NAME or --commit SHA")
-    return GitRepository(url=url, branch=branch, commit_sha=commit)
+    return CodeSource(url=url, branch=branch, commit=commit)
 
 
-def _published(source: GitRepository) -> str:
-    """The commit that the branch (or the pinned commit) names on the remote, checked before registering."""
-    if source._commit_sha:
-        return source._commit_sha
-    listed = subprocess.run(["git", "ls-remote", source._url, f"refs/heads/{source._branch}"], capture_output=True,
-                            text=True, timeout=120)
-    if listed.returncode != 0 or not listed.stdout.strip():
-        raise SegpipeError(f"branch {source._branch} is not on {source._url}: push it first (`git push origin "
-                           f"{source._branch}`), workers only see what the remote holds")
-    return listed.stdout.split()[0]
-
-
-def deploy_to_pool(project: Path, name: str, pool: str, gpu: str | None, source: GitRepository,
+def deploy_to_pool(project: Path, name: str, pool: str, gpu: str | None, source: CodeSource,
                    state_dir: str = WORKER_STATE_DIR) -> str:
     """Register both flows with a process work pool, their code fetched from ``source`` by each run; with ``gpu``,
     runs see that GPU and use base.device cuda. Returns what the runs check out."""
@@ -88,16 +101,16 @@ def deploy_to_pool(project: Path, name: str, pool: str, gpu: str | None, source:
     if gpu is not None:
         job_variables["env"] = {"CUDA_VISIBLE_DEVICES": gpu}
         overrides = {"base.device": "cuda"}
-    checks_out = _published(source)
+    checks_out = source.published()
     for flow, entrypoint, extra in ((segmentation_pipeline, PIPELINE_ENTRYPOINT,
                                      {"overrides": overrides, "state_dir": state_dir}),
                                     (segmentation_sweep, SWEEP_ENTRYPOINT, {})):
-        flow.from_source(source=source, entrypoint=entrypoint).deploy(
+        flow.from_source(source=source.repository(), entrypoint=entrypoint).deploy(
             name=name, work_pool_name=pool, job_variables=job_variables,
             schedule=schedule if flow is segmentation_pipeline else None,
             parameters={"project": ".", **extra}, build=False, push=False, print_next_steps=False)
-    pinned = f"commit {checks_out}" if source._commit_sha else f"branch {source._branch} (now {checks_out[:12]})"
-    return f"{source._url} at {pinned}"
+    pinned = f"commit {checks_out}" if source.commit else f"branch {source.branch} (now {checks_out[:12]})"
+    return f"{source.url} at {pinned}"
 
 
 def main(argv: list[str] | None = None) -> None:
