@@ -58,6 +58,7 @@ def test_a_replay_killed_after_every_call_then_run_again_logs_everything_once(qu
         ops = outbox.pending()
     assert [op["op"] for op in ops][:2] == ["create_run", "metrics"] and "models" in [op["op"] for op in ops]
     assert "cut off while it was written" in outbox.rejected.read_text()
+    assert sorted(p.name for p in outbox.folder.iterdir() if p.is_dir()) == ["outbox-files"]  # no staging left
     for op in ops:  # a sync-tracking killed after each call it made, before it could strike it off the outbox
         execute(params.tracking, op)
     client = mlflow.MlflowClient(store)

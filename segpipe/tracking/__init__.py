@@ -12,6 +12,7 @@ the outbox is replayed in order (:mod:`segpipe.tracking.replay`) by the next tra
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -23,7 +24,6 @@ from segpipe.paths import MLFLOW_RUN
 from segpipe.tracking.calls import run_ids, trial_run
 from segpipe.tracking.connection import mlflow_client, tracking_uri
 from segpipe.tracking.lineage import flatten, git_commit, lineage_tags
-from segpipe.tracking.outbox import state_dir
 from segpipe.tracking.replay import flush, pending_count, submit
 
 __all__ = ["continue_run", "finish", "flush", "load_run_id", "log_artifacts", "log_metrics",
@@ -98,12 +98,12 @@ def log_models(params: Params, run_id: str, onnx: Path, weights: Path, example: 
 
     if not run_id or not params.tracking.enabled:
         return
-    staging = state_dir() / "export" / run_id  # one folder per run: a sweep's trials share the state folder
-    staging.mkdir(parents=True, exist_ok=True)
-    np.savez(staging / "example.npz", **example)
-    submit(params, {"op": "models", "run_id": run_id, "onnx": str(onnx.resolve()), "weights": str(weights.resolve()),
-                    "example": str((staging / "example.npz").resolve()), **requirements,
-                    "registered_model": params.tracking.registered_model})
+    with tempfile.TemporaryDirectory(prefix="segpipe-example-") as staging:  # delivered or copied into the outbox
+        saved = Path(staging) / "example.npz"
+        np.savez(saved, **example)
+        submit(params, {"op": "models", "run_id": run_id, "onnx": str(onnx.resolve()),
+                        "weights": str(weights.resolve()), "example": str(saved), **requirements,
+                        "registered_model": params.tracking.registered_model})
 
 
 def log_restored_trial(params: Params, parent: str, trial: str, overrides: dict[str, object],
