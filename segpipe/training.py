@@ -235,7 +235,8 @@ def fit(trainer: Trainer, checkpoint_path: Path, fingerprint: str, on_start: Cal
             on_epoch(state, row)
             per_epoch = (time.monotonic() - started) / (state.epoch - first_epoch)
             print(epoch_line(row, params.train.epochs, per_epoch, trainer.stage), flush=True)
-        if params.train.trial.study and broadcast_from_main(runtime.is_main and should_stop(state.epoch, row), runtime):
+        asked = runtime.is_main and should_stop is not None and should_stop(state.epoch, row)
+        if params.train.trial.study and broadcast_from_main(asked, runtime):  # every rank takes part
             state.pruned_epoch = state.epoch
             if runtime.is_main:
                 print(f"{trainer.stage}: pruned after epoch {state.epoch} by the sweep's pruner (the trial's "
