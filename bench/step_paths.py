@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from segpipe.cpu_info import native_bf16
 from segpipe.data.dataset import data_loader
 from segpipe.distributed import init_runtime
 from segpipe.engine import train_one_epoch
@@ -25,7 +26,6 @@ from segpipe.fsutil import working_directory
 from segpipe.params import Params, parse_params
 from segpipe.paths import CACHE, SPLIT
 from segpipe.pretraining import PretrainLearner
-from segpipe.step_path import native_bf16
 from segpipe.training import Trainer
 from stages.pretrain import pretrain_params
 from tests.conftest import DATA_STAGES, run_stages

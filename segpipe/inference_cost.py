@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from segpipe.cpu_info import cpu_name
+
 Runner = Callable[[torch.Tensor], object]
 PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
 
@@ -76,15 +78,6 @@ def timed_ms(fn: Callable[[], object], runs: int) -> list[float]:
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
-
-
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo), or its architecture."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            return next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return os.uname().machine
 
 
 def runtimes(module: nn.Module, onnx_path: Path,

@@ -9,18 +9,14 @@ instructions. fp16 runs on CUDA only; on the CPU it trains in fp32 and says so.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from segpipe.catalog import MODELS
+from segpipe.cpu_info import native_bf16
 from segpipe.engine import StepSettings
 from segpipe.params.training import TrainParams
-
-CPU_FLAGS = Path("/proc/cpuinfo")
-NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 
 
 @dataclass(frozen=True)
@@ -40,16 +36,6 @@ class StepPath:
         layout = "channels_last" if self.channels_last else "contiguous (NCHW)"
         precision = "fp32" if self.amp == "off" else f"{self.amp} autocast"
         return f"{layout}, {precision} ({self.reason})"
-
-
-@cache
-def native_bf16() -> bool:
-    """Whether this CPU has BF16 instructions (AVX512-BF16 or AMX), read from /proc/cpuinfo (False elsewhere)."""
-    try:
-        text = CPU_FLAGS.read_text()
-    except OSError:
-        return False
-    return any(set(line.split()) & NATIVE_BF16_FLAGS for line in text.splitlines() if line.startswith("flags"))
 
 
 def choose_step_path(train: TrainParams, device: torch.device, model_name: str) -> StepPath:

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from segpipe import checkpoint
+from segpipe.cpu_info import native_bf16
 from segpipe.data.canonical import Categories
 from segpipe.data.dataset import CachedSegmentation
 from segpipe.distributed import Runtime
 from segpipe.engine import eval_loader, validate
-from segpipe.step_path import choose_step_path, native_bf16
+from segpipe.step_path import choose_step_path
 from segpipe.tasks import get_task
 from segpipe.tasks.semantic import PixelCriterion
 from segpipe.transforms import build
