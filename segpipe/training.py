@@ -205,6 +205,9 @@ def epoch_line(row: dict[str, Any], epochs: int, seconds_per_epoch: float, stage
             f"{row['images_per_s']:.1f} img/s | {duration(seconds_per_epoch)}/epoch, ETA {left}")
 
 
+STEPS_TAG = "segpipe.steps"  # the MLflow tag of the step path a training ran on (``StepPath.describe``)
+
+
 def fit(trainer: Trainer, checkpoint_path: Path, fingerprint: str, on_start: Callable[[FitState], None],
         on_epoch: EpochCallback, should_stop: StopCheck | None = None) -> tuple[FitState, dict[str, torch.Tensor]]:
     """Train until ``train.epochs``, early stopping or, for a sweep trial (``train.trial``), ``should_stop`` (given

@@ -20,7 +20,7 @@ from segpipe.params import OptimizerParams, Params, TrainParams
 from segpipe.paths import AUGMENT_POLICY, CACHE, MODELS, PRETRAIN_SUMMARY, PRETRAINED, REPORTS, SPLIT
 from segpipe.pretraining import VALIDATION_SEED, PretrainLearner, corrupt, encoder_weights
 from segpipe.stage import stage_main, warn
-from segpipe.training import FitState, Trainer, fit
+from segpipe.training import STEPS_TAG, FitState, Trainer, fit
 from segpipe.viz import reconstruction_grid
 
 CHECKPOINT = MODELS / "checkpoints" / "pretrain_last.pt"
@@ -103,7 +103,8 @@ def run(params: Params) -> FitState | None:
 
         def on_start(state: FitState) -> None:
             if runtime.is_main:
-                state.run_id = tracking.continue_run(params, state.run_id, str(runtime.device), "pretrain")
+                state.run_id = tracking.continue_run(params, state.run_id, str(runtime.device), "pretrain",
+                                                     {STEPS_TAG: trainer.step_path.describe()})
 
         def on_epoch(state: FitState, row: dict) -> None:
             write_atomic(REPORT_DIR / "history.csv", lambda p: pd.DataFrame(state.history).to_csv(p, index=False))
@@ -120,7 +121,8 @@ def run(params: Params) -> FitState | None:
             write_json(PRETRAIN_SUMMARY, {
                 "enabled": True, "model": params.model.name, "images": len(trainer.train_set),
                 "epochs": state.epoch, "best_epoch": state.best_epoch, "best_val_psnr": state.best_score,
-                "seconds": round(time.monotonic() - started, 1), "mlflow_run_id": state.run_id or ""})
+                "seconds": round(time.monotonic() - started, 1), "steps": trainer.step_path.describe(),
+                "mlflow_run_id": state.run_id or ""})
             files = [REPORT_DIR / "history.csv", REPORT_DIR / "preview.png", PRETRAIN_SUMMARY]
             tracking.log_artifacts(params, state.run_id, files, "pretrain")
             tracking.finish(params, state.run_id)

@@ -11,7 +11,7 @@ from segpipe.params import Params
 from segpipe.paths import AUGMENT_POLICY, CACHE, MODEL, MODELS, REPORTS, SPLIT, TRAIN_SUMMARY
 from segpipe.stage import stage_main
 from segpipe.sweep.reporting import TrialReporter
-from segpipe.training import FitState, Trainer, fit, initial_weights_files, kept_epoch_summary
+from segpipe.training import STEPS_TAG, FitState, Trainer, fit, initial_weights_files, kept_epoch_summary
 from segpipe.viz import training_curves
 
 CHECKPOINT = MODELS / "checkpoints" / "last.pt"
@@ -37,9 +37,11 @@ def run(params: Params) -> FitState:
             print(f"train: on the labels of {len(trainer.labelled)} of {trainer.train_images} "
                   f"train images (train.label_fraction {params.train.label_fraction}, seed {params.base.seed})")
 
+        steps = {STEPS_TAG: trainer.step_path.describe()}  # auto resolves per machine: each run says what it ran
+
         def on_start(state: FitState) -> None:
             if runtime.is_main:
-                state.run_id = tracking.continue_run(params, state.run_id, str(runtime.device))
+                state.run_id = tracking.continue_run(params, state.run_id, str(runtime.device), tags=steps)
 
         def on_epoch(state: FitState, row: dict) -> None:
             write_atomic(HISTORY, lambda p: pd.DataFrame(state.history).to_csv(p, index=False))
@@ -54,7 +56,7 @@ def run(params: Params) -> FitState:
                              "normalize": trainer.policy["normalize"], "train_size": trainer.policy["train_size"],
                              "epoch": state.best_epoch, trainer.objective: state.best_score}, MODEL)
             training_curves(state.history, CURVES)
-            summary = kept_epoch_summary(state, trainer.objective)
+            summary = {**kept_epoch_summary(state, trainer.objective), "steps": steps[STEPS_TAG]}
             write_json(TRAIN_SUMMARY, summary)
             if state.pruned_epoch is not None:
                 tracking.log_metrics(params, state.run_id, {"pruned_epoch": state.pruned_epoch})

@@ -114,6 +114,8 @@ def test_mlflow_run_holds_the_whole_pipeline(pipeline):
         assert key in run.data.metrics
     for key in ("git.commit", "git.dirty", "version.torch", "device"):
         assert key in run.data.tags
+    summary = json.loads((pipeline / "reports/train.json").read_text())
+    assert run.data.tags["segpipe.steps"] == summary["steps"] and summary["steps"].startswith("channels_last, ")
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"evaluation", "export", "train_history.csv", "train_curves.png", "augment_preview.png"} <= artifacts
     evaluation = {Path(a.path).name for a in client.list_artifacts(run_id, "evaluation")}

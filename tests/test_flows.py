@@ -183,6 +183,7 @@ def test_a_pruned_sweep_stops_the_hopeless_arm_and_a_second_run_continues_its_st
     good, hopeless = result["trials"]  # selected on validation, complete before pruned; test only reported
     assert good["state"] == "complete" and good["overrides"] == {"train.optimizer.lr": 0.01}
     assert good["metrics"]["epochs_run"] == 3 and "test_miou" in good["metrics"]
+    assert good["steps"] == hopeless["steps"] and good["steps"].startswith("channels_last, ")  # the path each ran
     assert hopeless["state"] == "pruned" and hopeless["metrics"]["epochs_run"] == 2  # after the warmup epoch
     assert hopeless["metrics"]["pruned_epoch"] == 2 and hopeless["metrics"]["val_miou"] < good["metrics"]["val_miou"]
     assert result["compute"] == {"trial_epochs": 5, "unpruned_trial_epochs": 6, "saved_share": 0.1667,

@@ -41,6 +41,7 @@ class TrialReporter:
         import optuna
 
         self.trial.set_user_attr("metrics", {k: v for k, v in summary.items() if isinstance(v, int | float)})
+        self.trial.set_user_attr("steps", summary.get("steps"))  # auto resolves per machine: what this one ran on
         if self.on_test:
             return
         if summary.get("pruned"):

@@ -63,5 +63,5 @@ def study_results(study: Any, params: Params, ran: dict[str, dict[str, Any]]) ->
         seconds = own.get("seconds") or (round(trial.duration.total_seconds(), 1) if trial.duration else None)
         rows.append({"name": name, "number": trial.number, "state": STATES[trial.state.name],
                      "overrides": dict(trial.params), "metrics": {**recorded, **trial.user_attrs.get("metrics", {})},
-                     "seconds": seconds})
+                     "seconds": seconds, "steps": trial.user_attrs.get("steps")})
     return rows

@@ -36,8 +36,9 @@ def new_local_id() -> str:
     return f"local-{uuid.uuid4().hex}"
 
 
-def start_run(params: Params, device: str, run_name: str | None = None) -> str:
-    """Open the pipeline's MLflow run with params and lineage tags; return its id ('' when tracking is off).
+def start_run(params: Params, device: str, run_name: str | None = None, tags: dict[str, str] | None = None) -> str:
+    """Open the pipeline's MLflow run with params, lineage tags and ``tags``; return its id ('' when tracking is
+    off).
 
     The id returned is a local one; it maps to the server's run id once the run was created there.
     """
@@ -45,17 +46,18 @@ def start_run(params: Params, device: str, run_name: str | None = None) -> str:
         return ""
     local_id = new_local_id()
     submit(params, {"op": "create_run", "local_id": local_id, "experiment": params.tracking.experiment,
-                    "run_name": run_name, "tags": lineage_tags(device), "time": int(time.time() * 1000),
-                    "params": flatten(params.model_dump(mode="json"))})
+                    "run_name": run_name, "tags": {**lineage_tags(device), **(tags or {})},
+                    "time": int(time.time() * 1000), "params": flatten(params.model_dump(mode="json"))})
     return local_id
 
 
-def continue_run(params: Params, run_id: str | None, device: str, run_name: str | None = None) -> str:
+def continue_run(params: Params, run_id: str | None, device: str, run_name: str | None = None,
+                 tags: dict[str, str] | None = None) -> str:
     """The run of a resumed stage (``run_id``, marked running again), or a new one."""
     if run_id:
         reopen(params, run_id)
         return run_id
-    return start_run(params, device, run_name)
+    return start_run(params, device, run_name, tags)
 
 
 def server_run_id(run_id: str) -> str | None:
