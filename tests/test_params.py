@@ -27,6 +27,7 @@ def test_the_full_budget_pretraining_experiment_fine_tunes_as_camvid_cpu_trains(
     same = ("epochs", "batch_size", "optimizer", "schedule", "loss")
     assert {key: getattr(experiment.train, key) for key in same} == {key: getattr(cpu.train, key) for key in same}
     assert experiment.train.samples_per_epoch == 367 and experiment.train.label_fraction == 0.1  # 37 labelled
+    assert (experiment.train.amp, experiment.train.channels_last) == ("off", True)  # the same on every machine
 
 
 @pytest.mark.parametrize(
