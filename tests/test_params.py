@@ -30,6 +30,12 @@ def test_the_full_budget_pretraining_experiment_fine_tunes_as_camvid_cpu_trains(
     assert (experiment.train.amp, experiment.train.channels_last) == ("off", True)  # the same on every machine
 
 
+def test_a_bare_off_is_the_amp_setting_off_as_dvc_exp_run_writes_it():
+    assert parse_params(yaml.safe_load("train:\n  amp: off\n")).train.amp == "off"  # YAML 1.1 reads it as false
+    with pytest.raises(SegpipeError, match="train.amp: Input should be"):
+        parse_params(yaml.safe_load("train:\n  amp: on\n"))
+
+
 @pytest.mark.parametrize(
     ("data", "expected"),
     [

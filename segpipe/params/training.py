@@ -66,6 +66,11 @@ class TrainParams(Section):
         "auto", description="memory layout; auto: on CUDA, and on the CPU for the models where it is measured faster")
     trial: TrialParams = TrialParams()
 
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _unquoted_off(cls, value: Any) -> Any:  # YAML 1.1 reads a bare `off` as false; DVC's -S writes it bare
+        return "off" if value is False else value
+
     @field_validator("channels_last", mode="before")
     @classmethod
     def _layout(cls, value: Any) -> Any:  # strict: 1 or "yes" is not a layout
