@@ -21,7 +21,7 @@ def test_a_stage_that_hangs_is_killed_and_fails_naming_it(tmp_path):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
         patch.setattr("flows.pipeline.stage_environment", lambda: dict(os.environ))
-        patch.setattr("flows.pipeline.get_run_logger", lambda: __import__("logging").getLogger("test"))
+        patch.setattr("flows.child_processes.get_run_logger", lambda: __import__("logging").getLogger("test"))
         with pytest.raises(StageFailed, match=r"stage train failed: still running after 2 s .* killed as hung"):
             run_stage.fn("train", str(tmp_path), timeout=2)
     assert time.monotonic() - started < 60
