@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from flows.child_processes import sigterm_exits, stops_reach_children, stream_logged
+from flows.command_line import dotted_value, flow_parser
 from segpipe import dvc_remote, tracking
 from segpipe.checkout import CodeVersion, code_version, fallback_identity
 from segpipe.dvc_remote import GIT_REMOTE
@@ -192,6 +193,19 @@ def segmentation_pipeline(overrides: dict[str, Any] | None = None, project: str 
             "commit": code.commit}
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
+    """``python -m flows.pipeline [--set KEY=VALUE ...]``: one run of the pipeline flow here."""
+    parser = flow_parser("flows.pipeline", "Run the stages of dvc.yaml as a Prefect flow, here (a temporary "
+                                           "Prefect API starts by itself unless PREFECT_API_URL names a server).")
+    parser.add_argument("--set", dest="overrides", action="append", type=dotted_value, default=[],
+                        metavar="KEY=VALUE", help="a params override, as with `dvc exp run -S`; the run is saved as "
+                                                  "a DVC experiment (repeat for several)")
+    parser.add_argument("--experiment-name", default=None, help="name of the DVC experiment a run with --set saves")
+    args = parser.parse_args(argv)
     sigterm_exits()
-    segmentation_pipeline()
+    segmentation_pipeline(overrides=dict(args.overrides), project=args.project,
+                          experiment_name=args.experiment_name)
+
+
+if __name__ == "__main__":
+    main()

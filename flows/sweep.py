@@ -27,6 +27,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture, as_completed
 
 from flows.child_processes import sigterm_exits, stops_reach_children
+from flows.command_line import flow_parser
 from flows.sweep_trial import TrialRun, run_local_trial, run_pool_trial
 from segpipe import tracking
 from segpipe.errors import SegpipeError
@@ -207,6 +208,21 @@ def _finish_parent(params: Params, root: Path, parent: str, table: list[dict[str
     tracking.finish(params, parent)
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
+    """``python -m flows.sweep [--budget-minutes M] ...``: the sweep of ``orchestration.sweep``, any option given
+    overriding its setting for this run."""
+    parser = flow_parser("flows.sweep", "Run the sweep of orchestration.sweep in params.yaml as a Prefect flow; a "
+                                        "study run again with the same name continues where it stopped.")
+    parser.add_argument("--budget-minutes", type=float, default=None,
+                        help="no trial starts after this many minutes (default: orchestration.sweep.budget_minutes)")
+    parser.add_argument("--trials", type=int, default=None, help="trials of a random or bayes sweep")
+    parser.add_argument("--concurrency", type=int, default=None, help="trials at once")
+    parser.add_argument("--study", default=None, help="the study's name in its storage")
+    args = parser.parse_args(argv)
     sigterm_exits()
-    segmentation_sweep()
+    segmentation_sweep(project=args.project, budget_minutes=args.budget_minutes, trials=args.trials,
+                       concurrency=args.concurrency, study=args.study)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,9 @@
 """The command line explains itself: presets with what they are for, every argument with help and default."""
 
 import argparse
+import os
+
+import pytest
 
 from segpipe.cli import build_parser, main
 
@@ -49,3 +52,39 @@ def test_clean_outputs_removes_the_stage_outputs_and_nothing_of_the_users(tmp_pa
     for kept in ("data/downloads/camvid.zip", "data/notes.txt", "models/my_weights.pt", "my-dataset/images/a.png"):
         assert (tmp_path / kept).exists(), kept
     assert not (tmp_path / "data/raw").exists() and not (tmp_path / "data/source").is_symlink()
+
+
+def test_the_flow_command_lines_explain_themselves_and_refuse_what_they_do_not_know(tmp_path):
+    """`python -m flows.sweep --help` used to start the sweep (arguments were ignored); now it only explains, and
+    an unknown argument stops before any flow starts."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    for module in ("flows.sweep", "flows.pipeline"):
+        shown = subprocess.run([sys.executable, "-m", module, "--help"], cwd=tmp_path, capture_output=True, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+        assert shown.returncode == 0 and f"usage: python -m {module}" in shown.stdout, shown.stderr
+        assert not list(tmp_path.iterdir())  # nothing started, nothing written
+    refused = subprocess.run([sys.executable, "-m", "flows.sweep", "--budget", "10"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert refused.returncode == 2 and "unrecognized arguments: --budget 10" in refused.stderr
+
+
+def test_pipeline_overrides_on_the_command_line_are_read_as_params_values(monkeypatch):
+    import flows.pipeline
+    from flows.command_line import dotted_value
+
+    assert dotted_value("train.optimizer.lr=0.001") == ("train.optimizer.lr", 0.001)
+    assert dotted_value("model.weights=null") == ("model.weights", None)
+    assert dotted_value("augment.crop_size=[128, 96]") == ("augment.crop_size", [128, 96])
+    given = {}
+    monkeypatch.setattr(flows.pipeline, "segmentation_pipeline", lambda **kwargs: given.update(kwargs))
+    monkeypatch.setattr(flows.pipeline, "sigterm_exits", lambda: None)
+    flows.pipeline.main(["--set", "train.epochs=3", "--set", "model.name=unet", "--experiment-name", "short"])
+    assert given == {"overrides": {"train.epochs": 3, "model.name": "unet"}, "project": ".",
+                     "experiment_name": "short"}
+    with pytest.raises(SystemExit):
+        flows.pipeline.main(["--set", "no-equals-sign"])
