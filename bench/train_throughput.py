@@ -1,12 +1,13 @@
 """Training throughput of the train stage vs a plain reference loop, onnxruntime vs eager inference, and the
-training step of every model per step path (layout and precision; :mod:`bench.step_paths`).
+training step of every model per step path (layout and precision; :mod:`bench.step_paths`), and the other CPU
+options: torch.compile and the loader workers (:mod:`bench.cpu_options`).
 
 The reference is a torchvision-references style loop: every sample decoded from its PNG with PIL, augmented,
 converted to float and normalised in the DataLoader workers; same model, batch, crop size, optimizer and loss.
 Each side runs in its own process so that peak memory is its own. Run it where `dvc repro` has produced
 data/cache, data/split and export/model.onnx (the step paths need nothing: they build their own synthetic data):
 
-    python -m bench.train_throughput [--steps 30] [--parts stage step_paths] [--out ...]   # ~15 min on 2 cores
+    python -m bench.train_throughput [--steps 30] [--parts stage step_paths cpu_options] [--out ...]  # ~25 min
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from bench.cpu_options import measure_cpu_options
 from bench.step_paths import measure_step_paths
 from segpipe.data.canonical import read_manifest
 from segpipe.data.dataset import DecodingSegmentation, data_loader
@@ -103,8 +105,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=30, help="training steps measured per side")
     parser.add_argument("--mode", choices=["ours", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--runs", type=int, default=20, help="inference runs timed per engine")
-    parser.add_argument("--parts", nargs="+", choices=["stage", "step_paths"], default=["stage", "step_paths"],
-                        help="stage: the train stage against the reference loop; step_paths: every model per path")
+    parser.add_argument("--parts", nargs="+", choices=["stage", "step_paths", "cpu_options"],
+                        default=["stage", "step_paths", "cpu_options"],
+                        help="stage: the train stage against the reference loop; step_paths: every model per path; "
+                             "cpu_options: torch.compile and the loader workers")
     parser.add_argument("--out", type=Path, default=RESULTS, help="the JSON figures (parts not run keep theirs)")
     args = parser.parse_args(argv)
     if args.mode:  # the child process: measure one side and print it
@@ -116,6 +120,9 @@ def main(argv: list[str] | None = None) -> dict:
     if "step_paths" in args.parts:
         with tempfile.TemporaryDirectory() as folder:
             figures["cpu_step_paths"] = measure_step_paths(Path(folder))
+    if "cpu_options" in args.parts:
+        with tempfile.TemporaryDirectory() as folder:
+            figures["cpu_options"] = measure_cpu_options(Path(folder))
     figures.update({"cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__})
     write_json(args.out, figures)
     print(json.dumps(figures, indent=2))
