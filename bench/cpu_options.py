@@ -2,8 +2,9 @@
 
 - ``torch.compile`` (inductor) of the model: its compile time (the first step), its step time after warm-up, and
   how many steps the compile needs to pay for itself, against camvid-cpu's whole run (46 epochs of 46 steps);
-- the loader workers (``train.loader_workers`` 0, 1, 2) for whole epochs (training and validation) with
-  camvid-cpu's augmentation on synthetic 360x480 scenes, the data loading that has to keep up with the steps.
+- the loader workers (``train.loader_workers`` 0, 1, 2) for whole epochs (training and validation) of
+  camvid-cpu's length (46 steps) and augmentation on synthetic 360x480 scenes: does the data loading keep up
+  with the steps, and do the workers slow the steps down by taking cores from them.
 
 The steps run through the train stage's own code, as in :mod:`bench.step_paths`.
 """
@@ -77,6 +78,7 @@ def loader_rows(folder: Path, epochs: int) -> dict[str, Any]:
     workers: the median epoch, and the training images per second within it."""
     base = project_params("semantic", {"name": "lraspp_mobilenet_v3_large"}).model_dump(mode="json")
     base["ingest"]["synthetic"] = {"num_samples": 96, "size": [360, 480], "max_things": 4}
+    base["train"]["samples_per_epoch"] = 368  # camvid-cpu's epoch: 46 steps of 8
     base["augment"].update({"crop_size": [256, 256], "scale": [0.2, 0.6], "hflip": 0.5,
                             "color_jitter": {"p": 0.8, "brightness": 0.4, "contrast": 0.4, "saturation": 0.4,
                                              "hue": 0.0}})
@@ -113,6 +115,6 @@ def measure_cpu_options(folder: Path, warmup: int = 3, steps: int = 8, epochs: i
     print("loader workers", loaders, flush=True)
     return {"what": f"torch.compile against eager at batch {BATCH} of 256x256 (median step after {warmup} warm-up "
                     f"steps; compile_s is the first compiled step); whole epochs of LRASPP per loader workers with "
-                    f"camvid-cpu's augmentation on 360x480 synthetic scenes, on the CPU with "
+                    f"camvid-cpu's length and augmentation on 360x480 synthetic scenes, on the CPU with "
                     f"{torch.get_num_threads()} threads",
             "torch_compile": compiled, "loader_workers": loaders}
