@@ -34,7 +34,15 @@ from segpipe.errors import SegpipeError
 from segpipe.fsutil import working_directory, write_json
 from segpipe.overrides import ParamsGuard, apply_overrides, dvc_set_args
 from segpipe.params import Params, SweepParams, load_params, parse_params, read_yaml
-from segpipe.sweep.report import arm_table, compute_used, reported_test_metric, summary_markdown, summary_table
+from segpipe.sweep.report import (
+    arm_table,
+    compares_arms,
+    compute_used,
+    paired_differences,
+    reported_test_metric,
+    summary_markdown,
+    summary_table,
+)
 from segpipe.sweep.results import abandon_trials, recorded_test_metrics, settle_trial, study_results
 from segpipe.sweep.search import TrialSource, finished_trials
 from segpipe.sweep.study import open_study, storage_url
@@ -90,27 +98,45 @@ def segmentation_sweep(project: str = ".", method: str | None = None, space: dic
         with working_directory(root):
             tracking.finish(params, parent, "FAILED")
         raise SegpipeError(f"study '{sweep.study}' has no complete trial: see the failed trials' logs above")
-    best = table[0]
-    best_command = f"dvc exp run {' '.join(dvc_set_args(best['overrides']))}  # or: dvc exp apply {best['name']}"
+    best, comparison = table[0], compares_arms(sweep)
+    best_command = None if comparison else \
+        f"dvc exp run {' '.join(dvc_set_args(best['overrides']))}  # or: dvc exp apply {best['name']}"
     arms = arm_table(table, sweep)
+    pairs = paired_differences(arms, sweep)
     compute = compute_used(table, params.train.epochs)
-    markdown = summary_markdown(table, sweep, best_command, arms, compute)
+    markdown = summary_markdown(table, sweep, best_command or "", arms, compute, pairs)
     if sweep.results:
         write_json(root / sweep.results, {
             "objective": sweep.objective, "method": sweep.method, "pruner": sweep.pruner, "study": sweep.study,
             "space": {k: v if isinstance(v, list) else v.model_dump() for k, v in sweep.space.items()},
-            "compute": compute, "arms": arms, "trials": table})
+            "compute": compute, "arms": arms, "paired": pairs, "trials": table})
     create_markdown_artifact(markdown, key="segmentation-sweep", description="trials sorted by the objective")
     with working_directory(root):  # the default tracking store is a file of the project
         _finish_parent(params, root, parent, table, markdown, sweep, compute)
-    test = reported_test_metric(sweep.objective)
-    beside = f", {test} {best['metrics'].get(test)}" if test != sweep.objective else ""
-    print(f"chosen on {sweep.objective}: trial {best['name']} ({sweep.objective} "
-          f"{best['metrics'].get(sweep.objective)}{beside}): {best_command}")
+    if comparison:
+        _print_comparison(sweep.objective, arms, pairs)
+    else:
+        test = reported_test_metric(sweep.objective)
+        beside = f", {test} {best['metrics'].get(test)}" if test != sweep.objective else ""
+        print(f"chosen on {sweep.objective}: trial {best['name']} ({sweep.objective} "
+              f"{best['metrics'].get(sweep.objective)}{beside}): {best_command}")
     print(f"compute: {compute['trial_epochs']} of {compute['unpruned_trial_epochs']} trial-epochs "
           f"({compute['pruned_trials']} pruned)")
-    return {"parent_run_id": parent, "trials": table, "arms": arms, "best_command": best_command,
+    return {"parent_run_id": parent, "trials": table, "arms": arms, "paired": pairs, "best_command": best_command,
             "compute": compute, "study": sweep.study, "storage": storage}
+
+
+def _print_comparison(objective: str, arms: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> None:
+    """An experiment's outcome: each arm over its seeds, and each paired difference (nothing is chosen)."""
+    for arm in arms:
+        print(f"arm {json.dumps(arm['arm'])}: {objective} {arm['mean']:.4f} ± {arm['std']:.4f} over seeds "
+              f"{arm['seeds']}")
+    for pair in pairs:
+        differences = ", ".join(f"{d:+.4f}" for d in pair["differences"])
+        print(f"paired: {json.dumps(pair['arm'])} minus {json.dumps(pair['reference'])}: {pair['mean']:+.4f} ± "
+              f"{pair['std']:.4f} (seeds {pair['seeds']}: {differences})")
+    if not arms:
+        print(f"compared on {objective}; nothing is chosen (sweep base.seed to pool trials into arms)")
 
 
 def _deadline(sweep: SweepParams) -> float | None:
@@ -193,15 +219,15 @@ def check_overrides(params_text: str, overrides: dict[str, Any]) -> None:
 def _finish_parent(params: Params, root: Path, parent: str, table: list[dict[str, Any]], markdown: str,
                    sweep: SweepParams, compute: dict[str, Any]) -> None:
     """Close the sweep's parent run: the summary, the chosen trial's metrics (its test metric reported, never
-    chosen on), the compute the trials used, the method, pruner and study."""
+    chosen on; none for an experiment on a test metric), the compute the trials used, the method, pruner and study."""
     if not parent:
         return
     summary = root / ".segpipe" / "sweep_summary.md"
     summary.parent.mkdir(exist_ok=True)
     summary.write_text(markdown)
     tracking.log_artifacts(params, parent, [summary])
-    best = {f"best_{key}": table[0]["metrics"][key] for key in {sweep.objective, reported_test_metric(sweep.objective)}
-            if table[0]["metrics"].get(key) is not None}
+    keys = set() if compares_arms(sweep) else {sweep.objective, reported_test_metric(sweep.objective)}
+    best = {f"best_{key}": table[0]["metrics"][key] for key in keys if table[0]["metrics"].get(key) is not None}
     tracking.log_metrics(params, parent, {**best, **compute})
     tracking.log_params(params, parent, {"sweep.method": sweep.method, "sweep.pruner": sweep.pruner,
                                          "sweep.study": sweep.study})

@@ -243,9 +243,10 @@ def test_a_pruned_sweep_stops_the_hopeless_arm_and_a_second_run_continues_its_st
     assert old["metrics"]["test_miou"] == good["metrics"]["test_miou"]  # from its MLflow run
 
 
-def test_sweep_pools_the_seeds_of_each_arm():
+def test_sweep_pools_the_seeds_of_each_arm(capsys):
+    from flows.sweep import _print_comparison
     from segpipe.params import SweepParams
-    from segpipe.sweep.report import arm_table, summary_markdown
+    from segpipe.sweep.report import arm_table, paired_differences, summary_markdown
 
     sweep = SweepParams(space={"train.label_fraction": [0.1, 1.0], "model.weights": [None, "pretrained"],
                                "base.seed": [0, 1]}, objective="test_miou", allow_test_objective=True)
@@ -261,8 +262,22 @@ def test_sweep_pools_the_seeds_of_each_arm():
     assert arms[1]["seeds"] == [0, 1] and arms[1]["mean"] == pytest.approx(0.105)
     assert arms[1]["std"] == pytest.approx(0.01 / 2 ** 0.5) and arms[1]["pretrain_seconds"] == 100.5
     assert arms[0]["pretrain_seconds"] is None and len(arms) == 4
-    markdown = summary_markdown(results, sweep, "dvc exp run ...", arms)
+    pairs = paired_differences(arms, sweep)  # pretrained minus scratch, seed by seed, at each label fraction
+    assert [(p["reference"]["train.label_fraction"], p["reference"]["model.weights"]) for p in pairs] == \
+        [(0.1, None), (1.0, None)]
+    assert pairs[0]["seeds"] == [0, 1] and pairs[0]["differences"] == pytest.approx([0.05, 0.05])
+    assert pairs[0]["mean"] == pytest.approx(0.05) and pairs[0]["std"] == pytest.approx(0.0)
+    markdown = summary_markdown(results, sweep, "", arms, pairs=pairs)
     assert "| 0.1 | pretrained | 2 | 0.1050 ± 0.0071 |" in markdown
+    assert "Nothing is chosen" in markdown and "Chosen:" not in markdown  # a test objective selects nothing
+    assert '| [0, 1] | +0.0500, +0.0500 | +0.0500 ± 0.0000 |' in markdown
+    _print_comparison("test_miou", arms, pairs)  # what the sweep prints instead of a chosen trial
+    printed = capsys.readouterr().out
+    assert 'arm {"train.label_fraction": 0.1, "model.weights": "pretrained"}: test_miou 0.1050 ± 0.0071 over ' \
+           'seeds [0, 1]' in printed
+    assert 'paired: {"train.label_fraction": 0.1, "model.weights": "pretrained"} minus {"train.label_fraction": ' \
+           '0.1, "model.weights": null}: +0.0500 ± 0.0000 (seeds [0, 1]: +0.0500, +0.0500)' in printed
+    assert "chosen" not in printed
 
 
 def test_the_summary_ranks_complete_trials_first_and_counts_the_epochs_pruning_saved():
@@ -282,6 +297,7 @@ def test_the_summary_ranks_complete_trials_first_and_counts_the_epochs_pruning_s
     assert compute == {"trial_epochs": 10, "unpruned_trial_epochs": 16, "saved_share": 0.375, "pruned_trials": 1}
     markdown = summary_markdown(table, sweep, "dvc exp run ...", [], compute)
     assert "| 1 | complete | complete | 0.001 | 0.5000 | 0.4000 | 8 | 9.0 |" in markdown
+    assert "Chosen: complete (val_miou 0.5000, test_miou 0.4000): `dvc exp run ...`" in markdown
     assert "Compute: 10 trial-epochs run of 16 without pruning (1 trials pruned, 38% saved)" in markdown
 
 

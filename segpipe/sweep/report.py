@@ -55,16 +55,49 @@ def arm_table(results: list[dict[str, Any]], sweep: SweepParams) -> list[dict[st
     return table
 
 
+def paired_differences(arms: list[dict[str, Any]], sweep: SweepParams) -> list[dict[str, Any]]:
+    """Seed by seed, each arm minus its reference: the first arm with the same values of every swept key but the
+    last one (``model.weights`` in ``[label_fraction, weights, seed]``). Only the seeds both arms ran are paired;
+    pairing takes out the spread between seeds that both arms share (the labels kept, the augmentation, the
+    initialisation), which is often larger than the difference itself."""
+    keys = [k for k in sweep.space if k != SEED_KEY]
+    if not keys:
+        return []
+    references: dict[str, dict[str, Any]] = {}
+    pairs = []
+    for arm in arms:
+        group = json.dumps({k: v for k, v in arm["arm"].items() if k != keys[-1]}, sort_keys=True)
+        reference = references.setdefault(group, arm)
+        if reference is arm:
+            continue
+        base = dict(zip(reference["seeds"], reference["values"], strict=True))
+        seeds = [seed for seed in arm["seeds"] if seed in base]
+        if not seeds:
+            continue
+        differences = [value - base[seed] for seed, value in zip(arm["seeds"], arm["values"], strict=True)
+                       if seed in base]
+        pairs.append({"arm": arm["arm"], "reference": reference["arm"], "seeds": seeds, "differences": differences,
+                      "mean": statistics.fmean(differences),
+                      "std": statistics.stdev(differences) if len(differences) > 1 else 0.0})
+    return pairs
+
+
+def compares_arms(sweep: SweepParams) -> bool:
+    """A sweep on a test metric (``allow_test_objective``) is an experiment that compares arms: it chooses nothing."""
+    return bool(sweep.objective and sweep.objective.startswith("test_"))
+
+
 def reported_test_metric(objective: str) -> str:
     """The test metric reported beside a validation objective (``val_miou`` -> ``test_miou``)."""
     return "test_" + objective.removeprefix("val_").removeprefix("test_")
 
 
 def summary_markdown(table: list[dict[str, Any]], sweep: SweepParams, best_command: str,
-                     arms: list[dict[str, Any]], compute: dict[str, Any] | None = None) -> str:
+                     arms: list[dict[str, Any]], compute: dict[str, Any] | None = None,
+                     pairs: list[dict[str, Any]] | None = None) -> str:
     """The trials ranked by the objective, with their state, the epochs each ran and the test metric each reached
     (reported, never used to rank), the compute pruning saved, then (when base.seed is swept) each arm's mean and
-    std over seeds."""
+    std over seeds and the paired differences. An experiment on a test metric chooses no trial."""
     keys, test = list(sweep.space), reported_test_metric(sweep.objective)
     shown = [sweep.objective] if test == sweep.objective else [sweep.objective, test]
     head = "| rank | trial | state | " + " | ".join(keys + shown) + " | epochs | seconds |"
@@ -76,9 +109,14 @@ def summary_markdown(table: list[dict[str, Any]], sweep: SweepParams, best_comma
                      f"{row['metrics'].get('epochs_run', '')} | {row['seconds']} |")
     best = table[0]["metrics"]
     chosen = ", ".join(f"{key} {best.get(key, float('nan')):.4f}" for key in shown)
-    text = (f"# sweep ({sweep.method}, pruner {sweep.pruner}, study {sweep.study}: {len(table)} trials, selected on "
-            f"{sweep.objective})\n\n" + "\n".join(lines) + f"\n\nChosen: {table[0]['name']} ({chosen}): "
-            f"`{best_command}`\n")
+    if compares_arms(sweep):
+        title = f"compared on {sweep.objective}"
+        verdict = "Nothing is chosen: an experiment on a test metric compares its arms (below)."
+    else:
+        title = f"selected on {sweep.objective}"
+        verdict = f"Chosen: {table[0]['name']} ({chosen}): `{best_command}`"
+    text = (f"# sweep ({sweep.method}, pruner {sweep.pruner}, study {sweep.study}: {len(table)} trials, {title})"
+            f"\n\n" + "\n".join(lines) + f"\n\n{verdict}\n")
     if compute:
         text += (f"\nCompute: {compute['trial_epochs']} trial-epochs run of {compute['unpruned_trial_epochs']} "
                  f"without pruning ({compute['pruned_trials']} trials pruned, {compute['saved_share']:.0%} saved)\n")
@@ -89,4 +127,10 @@ def summary_markdown(table: list[dict[str, Any]], sweep: SweepParams, best_comma
         lines += ["| " + " | ".join(str(a["arm"][k]) for k in arm_keys)
                   + f" | {len(a['seeds'])} | {a['mean']:.4f} ± {a['std']:.4f} |" for a in arms]
         text += "\n## arms (mean over seeds)\n\n" + "\n".join(lines) + "\n"
+    if pairs:
+        lines = ["| arm | reference | seeds | differences | mean ± std |", "|---|---|---|---|---|"]
+        lines += [f"| {json.dumps(p['arm'])} | {json.dumps(p['reference'])} | {p['seeds']} | "
+                  f"{', '.join(f'{d:+.4f}' for d in p['differences'])} | {p['mean']:+.4f} ± {p['std']:.4f} |"
+                  for p in pairs]
+        text += "\n## paired differences (same seed)\n\n" + "\n".join(lines) + "\n"
     return text
