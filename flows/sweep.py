@@ -36,8 +36,8 @@ from segpipe.overrides import ParamsGuard, apply_overrides, dvc_set_args
 from segpipe.params import Params, SweepParams, load_params, parse_params, read_yaml
 from segpipe.sweep.report import (
     arm_table,
-    compares_arms,
     compute_used,
+    differences_text,
     paired_differences,
     reported_test_metric,
     summary_markdown,
@@ -98,13 +98,13 @@ def segmentation_sweep(project: str = ".", method: str | None = None, space: dic
         with working_directory(root):
             tracking.finish(params, parent, "FAILED")
         raise SegpipeError(f"study '{sweep.study}' has no complete trial: see the failed trials' logs above")
-    best, comparison = table[0], compares_arms(sweep)
+    best, comparison = table[0], sweep.compares_arms
     best_command = None if comparison else \
         f"dvc exp run {' '.join(dvc_set_args(best['overrides']))}  # or: dvc exp apply {best['name']}"
     arms = arm_table(table, sweep)
     pairs = paired_differences(arms, sweep)
     compute = compute_used(table, params.train.epochs)
-    markdown = summary_markdown(table, sweep, best_command or "", arms, compute, pairs)
+    markdown = summary_markdown(table, sweep, best_command, arms, compute, pairs)
     if sweep.results:
         write_json(root / sweep.results, {
             "objective": sweep.objective, "method": sweep.method, "pruner": sweep.pruner, "study": sweep.study,
@@ -132,9 +132,8 @@ def _print_comparison(objective: str, arms: list[dict[str, Any]], pairs: list[di
         print(f"arm {json.dumps(arm['arm'])}: {objective} {arm['mean']:.4f} ± {arm['std']:.4f} over seeds "
               f"{arm['seeds']}")
     for pair in pairs:
-        differences = ", ".join(f"{d:+.4f}" for d in pair["differences"])
         print(f"paired: {json.dumps(pair['arm'])} minus {json.dumps(pair['reference'])}: {pair['mean']:+.4f} ± "
-              f"{pair['std']:.4f} (seeds {pair['seeds']}: {differences})")
+              f"{pair['std']:.4f} (seeds {pair['seeds']}: {differences_text(pair)})")
     if not arms:
         print(f"compared on {objective}; nothing is chosen (sweep base.seed to pool trials into arms)")
 
@@ -226,7 +225,7 @@ def _finish_parent(params: Params, root: Path, parent: str, table: list[dict[str
     summary.parent.mkdir(exist_ok=True)
     summary.write_text(markdown)
     tracking.log_artifacts(params, parent, [summary])
-    keys = set() if compares_arms(sweep) else {sweep.objective, reported_test_metric(sweep.objective)}
+    keys = set() if sweep.compares_arms else {sweep.objective, reported_test_metric(sweep.objective)}
     best = {f"best_{key}": table[0]["metrics"][key] for key in keys if table[0]["metrics"].get(key) is not None}
     tracking.log_metrics(params, parent, {**best, **compute})
     tracking.log_params(params, parent, {"sweep.method": sweep.method, "sweep.pruner": sweep.pruner,

@@ -267,7 +267,7 @@ def test_sweep_pools_the_seeds_of_each_arm(capsys):
         [(0.1, None), (1.0, None)]
     assert pairs[0]["seeds"] == [0, 1] and pairs[0]["differences"] == pytest.approx([0.05, 0.05])
     assert pairs[0]["mean"] == pytest.approx(0.05) and pairs[0]["std"] == pytest.approx(0.0)
-    markdown = summary_markdown(results, sweep, "", arms, pairs=pairs)
+    markdown = summary_markdown(results, sweep, None, arms, pairs=pairs)
     assert "| 0.1 | pretrained | 2 | 0.1050 ± 0.0071 |" in markdown
     assert "Nothing is chosen" in markdown and "Chosen:" not in markdown  # a test objective selects nothing
     assert '| [0, 1] | +0.0500, +0.0500 | +0.0500 ± 0.0000 |' in markdown

@@ -64,9 +64,15 @@ class SweepParams(Section):
     budget_minutes: float | None = Field(None, gt=0, description="start no trial after this many minutes; the next "
                                                                  "sweep run of the same study goes on with the rest")
 
+    @property
+    def compares_arms(self) -> bool:
+        """Whether the objective is a test metric: the sweep is then an experiment that compares its arms and chooses
+        nothing (which ``allow_test_objective`` must say)."""
+        return bool(self.objective and self.objective.startswith("test_"))
+
     @model_validator(mode="after")
     def _selects_on_validation(self) -> SweepParams:
-        if self.objective and self.objective.startswith("test_") and not self.allow_test_objective:
+        if self.compares_arms and not self.allow_test_objective:
             raise ValueError(f"objective '{self.objective}' is a test metric: choosing hyperparameters on the test "
                              f"set makes the reported score optimistic; use val_{self.objective.removeprefix('test_')}"
                              f" (or null), or set allow_test_objective: true for an experiment that selects nothing")
@@ -74,7 +80,7 @@ class SweepParams(Section):
 
     @model_validator(mode="after")
     def _prunes_on_validation(self) -> SweepParams:
-        if self.objective and self.objective.startswith("test_") and self.pruner != "none":
+        if self.compares_arms and self.pruner != "none":
             raise ValueError(f"pruner '{self.pruner}' prunes on the epoch curve, which a test objective "
                              f"('{self.objective}') does not have: set pruner: none, or a validation objective")
         return self

@@ -71,20 +71,20 @@ def paired_differences(arms: list[dict[str, Any]], sweep: SweepParams) -> list[d
         if reference is arm:
             continue
         base = dict(zip(reference["seeds"], reference["values"], strict=True))
-        seeds = [seed for seed in arm["seeds"] if seed in base]
-        if not seeds:
+        paired = [(seed, value - base[seed]) for seed, value in zip(arm["seeds"], arm["values"], strict=True)
+                  if seed in base]
+        if not paired:
             continue
-        differences = [value - base[seed] for seed, value in zip(arm["seeds"], arm["values"], strict=True)
-                       if seed in base]
+        seeds, differences = [seed for seed, _ in paired], [difference for _, difference in paired]
         pairs.append({"arm": arm["arm"], "reference": reference["arm"], "seeds": seeds, "differences": differences,
                       "mean": statistics.fmean(differences),
                       "std": statistics.stdev(differences) if len(differences) > 1 else 0.0})
     return pairs
 
 
-def compares_arms(sweep: SweepParams) -> bool:
-    """A sweep on a test metric (``allow_test_objective``) is an experiment that compares arms: it chooses nothing."""
-    return bool(sweep.objective and sweep.objective.startswith("test_"))
+def differences_text(pair: dict[str, Any]) -> str:
+    """A paired difference's values, signed: ``+0.0408, -0.0036``."""
+    return ", ".join(f"{d:+.4f}" for d in pair["differences"])
 
 
 def reported_test_metric(objective: str) -> str:
@@ -92,7 +92,7 @@ def reported_test_metric(objective: str) -> str:
     return "test_" + objective.removeprefix("val_").removeprefix("test_")
 
 
-def summary_markdown(table: list[dict[str, Any]], sweep: SweepParams, best_command: str,
+def summary_markdown(table: list[dict[str, Any]], sweep: SweepParams, best_command: str | None,
                      arms: list[dict[str, Any]], compute: dict[str, Any] | None = None,
                      pairs: list[dict[str, Any]] | None = None) -> str:
     """The trials ranked by the objective, with their state, the epochs each ran and the test metric each reached
@@ -109,7 +109,7 @@ def summary_markdown(table: list[dict[str, Any]], sweep: SweepParams, best_comma
                      f"{row['metrics'].get('epochs_run', '')} | {row['seconds']} |")
     best = table[0]["metrics"]
     chosen = ", ".join(f"{key} {best.get(key, float('nan')):.4f}" for key in shown)
-    if compares_arms(sweep):
+    if sweep.compares_arms:
         title = f"compared on {sweep.objective}"
         verdict = "Nothing is chosen: an experiment on a test metric compares its arms (below)."
     else:
@@ -130,7 +130,7 @@ def summary_markdown(table: list[dict[str, Any]], sweep: SweepParams, best_comma
     if pairs:
         lines = ["| arm | reference | seeds | differences | mean ± std |", "|---|---|---|---|---|"]
         lines += [f"| {json.dumps(p['arm'])} | {json.dumps(p['reference'])} | {p['seeds']} | "
-                  f"{', '.join(f'{d:+.4f}' for d in p['differences'])} | {p['mean']:+.4f} ± {p['std']:.4f} |"
+                  f"{differences_text(p)} | {p['mean']:+.4f} ± {p['std']:.4f} |"
                   for p in pairs]
         text += "\n## paired differences (same seed)\n\n" + "\n".join(lines) + "\n"
     return text
